@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from tau_adapters.domains.tau2_backend import (
-    DOMAIN_ALIASES,
-    DOMAINS,
-    Tau2Domain,
-    get_domain,
-    resolve_domain,
-)
+from tau_adapters.domains.names import DOMAIN_ALIASES, DOMAINS, resolve_domain
+from tau_adapters.domains.tau2_backend import Tau2Domain, get_domain
 
 __all__ = ["DOMAINS", "DOMAIN_ALIASES", "Tau2Domain", "get_domain", "resolve_domain"]

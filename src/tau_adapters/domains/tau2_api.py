@@ -45,6 +45,9 @@ class Tau2:
     FIRST_AGENT_MESSAGE: str
     DEFAULT_MAX_STEPS: int
     DEFAULT_MAX_ERRORS: int
+    DEFAULT_SEED: int
+    AGENT_INSTRUCTION: str
+    SYSTEM_PROMPT: str
     version: str
 
     def message_adapter(self) -> Any:
@@ -65,6 +68,7 @@ def api() -> Tau2:
         pass
     try:
         from tau2 import config as tau2_config
+        from tau2.agent import llm_agent
         from tau2.data_model import message as msg
         from tau2.data_model.simulation import RewardInfo, SimulationRun, TerminationReason
         from tau2.data_model.tasks import RewardType, Task
@@ -105,5 +109,8 @@ def api() -> Tau2:
         FIRST_AGENT_MESSAGE=DEFAULT_FIRST_AGENT_MESSAGE.content,
         DEFAULT_MAX_STEPS=tau2_config.DEFAULT_MAX_STEPS,
         DEFAULT_MAX_ERRORS=tau2_config.DEFAULT_MAX_ERRORS,
+        DEFAULT_SEED=tau2_config.DEFAULT_SEED,
+        AGENT_INSTRUCTION=llm_agent.AGENT_INSTRUCTION,
+        SYSTEM_PROMPT=llm_agent.SYSTEM_PROMPT,
         version=ver,
     )

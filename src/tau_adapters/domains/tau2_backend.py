@@ -20,30 +20,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from tau_adapters.domains.cow import BaseDatabase
+from tau_adapters.domains.names import resolve_domain
 from tau_adapters.domains.tau2_api import api
 from tau_adapters.errors import ConfigError, UnknownNameError
 
-DOMAINS: tuple[str, ...] = ("airline", "retail", "telecom", "mock")
-DOMAIN_ALIASES: dict[str, tuple[str, str]] = {
-    "telecom_small": ("telecom", "small"),
-    "telecom_full": ("telecom", "full"),
-}
 ALL_SPLIT = "all"
 
 _lock = threading.Lock()
 _domains: dict[str, Tau2Domain] = {}
-
-
-def resolve_domain(name: str, split: str | None = None) -> tuple[str, str | None]:
-    """Map ``telecom_small``-style task-set names to (domain, split); validate the domain name."""
-    if name in DOMAIN_ALIASES:
-        domain, alias_split = DOMAIN_ALIASES[name]
-        if split not in (None, alias_split):
-            raise ConfigError(f"task set {name!r} fixes split {alias_split!r}; got split {split!r}")
-        return domain, alias_split
-    if name not in DOMAINS:
-        raise UnknownNameError("domain", name, [*DOMAINS, *DOMAIN_ALIASES])
-    return name, split
 
 
 def get_domain(name: str) -> Tau2Domain:

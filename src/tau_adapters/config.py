@@ -1,0 +1,99 @@
+"""One pydantic model for an episode. Every host passes the same names in its own idiom."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tau_adapters.errors import ConfigError
+
+# tau2's defaults (tau2.config.DEFAULT_MAX_STEPS / DEFAULT_MAX_ERRORS / DEFAULT_SEED), kept here so
+# that building a config does not import tau2; a test checks they still agree.
+TAU2_DEFAULT_MAX_STEPS = 200
+TAU2_DEFAULT_MAX_ERRORS = 10
+TAU2_DEFAULT_SEED = 300
+
+#: Environment variables of existing tau2 recipes, and the setting each one fills.
+ENV_ALIASES: dict[str, str] = {
+    "TAU2_DOMAIN": "domain",
+    "TAU2_SPLIT": "split",
+    "TAU2_MAX_STEPS": "max_steps",
+    "TAU2_MAX_ERRORS": "max_errors",
+    "TAU2_SEED": "seed",
+    "TAU2_USER": "user",
+    "TAU2_POLICY": "policy",
+    "TAU2_JUDGE_MODEL": "judge_model",
+}
+ENV_PREFIX = "TAU_ADAPTERS_"
+
+
+class EpisodeConfig(BaseModel):
+    """What one episode is: which task set, which limits, who plays the user and the agent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    domain: str = Field("airline", description="tau2 domain (airline, retail, telecom, mock).")
+    split: str | None = Field(None, description="Task split; None means the domain's default.")
+    max_steps: int = Field(
+        TAU2_DEFAULT_MAX_STEPS, ge=1, description="tau2's max_steps: messages passed, all roles."
+    )
+    max_errors: int = Field(
+        TAU2_DEFAULT_MAX_ERRORS, ge=1, description="tau2's max_errors: failed tool calls."
+    )
+    seed: int = Field(TAU2_DEFAULT_SEED, description="Base seed; trial k uses seed + k.")
+    user: str = Field("scripted", description="User simulator spec, e.g. 'scripted'.")
+    policy: str = Field("oracle", description="Policy spec, e.g. 'oracle'.")
+    judge_model: str | None = Field(
+        None, description="LLM judge for tasks scored with NL_ASSERTION (none by default)."
+    )
+
+    @field_validator("domain")
+    @classmethod
+    def _known_domain(cls, value: str) -> str:
+        from tau_adapters.domains.names import resolve_domain_name
+
+        return resolve_domain_name(value)
+
+    @classmethod
+    def build(cls, **values: Any) -> EpisodeConfig:
+        """Validate settings; a bad one raises `ConfigError` naming the setting and the fix."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EpisodeConfig:
+        """Settings from ``TAU_ADAPTERS_<NAME>`` and the ``TAU2_*`` names recipes already use.
+
+        Explicit keyword arguments win over the environment.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for var, field in ENV_ALIASES.items():
+            if var in environ:
+                values[field] = environ[var]
+                sources[field] = var
+        for field in cls.model_fields:
+            var = ENV_PREFIX + field.upper()
+            if var in environ:
+                values[field] = environ[var]
+                sources[field] = var
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, sources)) from None
+
+
+def _explain(exc: ValidationError, sources: Mapping[str, str] | None = None) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        where = f" (from ${sources[field]})" if sources and field in sources else ""
+        lines.append(f"setting {field!r}{where}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid episode configuration:\n  " + "\n  ".join(lines)

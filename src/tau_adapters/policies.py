@@ -1,0 +1,70 @@
+"""The agent side of an episode: the interface and the oracle policy.
+
+A policy is a per-episode object::
+
+    async def start(context) -> None
+    async def act(observation) -> AssistantMessage   # observation: new agent-visible messages
+    async def close() -> None
+
+`OraclePolicy` replays the task's ground-truth actions (asking the user to perform the user-side
+ones), states the task's `communicate_info`, and ends. With the scripted user it scores 1.0 on every
+airline, retail and telecom task: the calibration run of the whole pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from tau_adapters.domains.tau2_api import api
+from tau_adapters.session import AGENT_STOP_TOKEN
+from tau_adapters.users import describe_user_action
+
+
+@runtime_checkable
+class Policy(Protocol):
+    async def start(self, context: Any) -> None: ...
+
+    async def act(self, observation: list[Any]) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+CLOSING_WITHOUT_INFO = "Is there anything else I can help you with?"
+
+
+class OraclePolicy:
+    """Replays the gold actions of its task, then says the information the task checks for."""
+
+    def __init__(self) -> None:
+        self._plan: list[Any] = []
+
+    async def start(self, context: Any) -> None:
+        t = api()
+        criteria = context.task.evaluation_criteria
+        actions = (criteria.actions or []) if criteria is not None else []
+        info = (criteria.communicate_info or []) if criteria is not None else []
+        plan: list[Any] = []
+        for index, action in enumerate(actions):
+            if action.requestor == "user":
+                text = describe_user_action(action.name, dict(action.arguments))
+                plan.append(t.AssistantMessage(role="assistant", content=text))
+            else:
+                call = t.ToolCall(
+                    id=f"oracle_{index}",
+                    name=action.name,
+                    arguments=dict(action.arguments),
+                    requestor="assistant",
+                )
+                plan.append(t.AssistantMessage(role="assistant", tool_calls=[call]))
+        closing = " | ".join(info) if info else CLOSING_WITHOUT_INFO
+        plan.append(t.AssistantMessage(role="assistant", content=closing))
+        self._plan = plan
+
+    async def act(self, observation: list[Any]) -> Any:
+        t = api()
+        if self._plan:
+            return self._plan.pop(0)
+        return t.AssistantMessage(role="assistant", content=AGENT_STOP_TOKEN)
+
+    async def close(self) -> None:
+        return None
