@@ -1,1 +1,55 @@
-"""tau-adapters."""
+"""tau-adapters: tau-bench / tau2-bench episodes for RL trainers (slime, AReaL, SkyRL).
+
+Importing the package is cheap: tau2, litellm, host frameworks and torch are imported only by the
+parts that need them. The names below are loaded on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "EpisodeConfig": "tau_adapters.config",
+    "ConfigError": "tau_adapters.errors",
+    "Session": "tau_adapters.session",
+    "StepResult": "tau_adapters.session",
+    "EpisodeContext": "tau_adapters.session",
+    "Trajectory": "tau_adapters.rollout",
+    "rollout": "tau_adapters.rollout",
+    "TaskRef": "tau_adapters.tasks",
+    "get_domain": "tau_adapters.domains",
+    "OraclePolicy": "tau_adapters.policies",
+    "ScriptedUser": "tau_adapters.users",
+    "make_policy": "tau_adapters.plugins",
+    "make_user": "tau_adapters.plugins",
+    "hookimpl": "tau_adapters.plugins",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from tau_adapters.config import EpisodeConfig
+    from tau_adapters.domains import get_domain
+    from tau_adapters.errors import ConfigError
+    from tau_adapters.plugins import hookimpl, make_policy, make_user
+    from tau_adapters.policies import OraclePolicy
+    from tau_adapters.rollout import Trajectory, rollout
+    from tau_adapters.session import EpisodeContext, Session, StepResult
+    from tau_adapters.tasks import TaskRef
+    from tau_adapters.users import ScriptedUser
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tau_adapters' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

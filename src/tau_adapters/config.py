@@ -95,5 +95,6 @@ def _explain(exc: ValidationError, sources: Mapping[str, str] | None = None) -> 
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "config"
         where = f" (from ${sources[field]})" if sources and field in sources else ""
-        lines.append(f"setting {field!r}{where}: {err['msg']} (got {err.get('input')!r})")
+        message = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"setting {field!r}{where}: {message} (got {err.get('input')!r})")
     return "invalid episode configuration:\n  " + "\n  ".join(lines)

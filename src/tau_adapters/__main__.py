@@ -1,0 +1,5 @@
+import sys
+
+from tau_adapters.cli import main
+
+sys.exit(main())

@@ -1,0 +1,245 @@
+"""`tau-adapters eval`: many episodes concurrently, one JSON line each, a summary at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.domains import get_domain, resolve_domain
+from tau_adapters.errors import ConfigError, UnknownNameError
+from tau_adapters.metrics import summarize
+from tau_adapters.plugins import make_policy, make_user
+from tau_adapters.rollout import Trajectory, rollout
+
+TRAJECTORIES_FILE = "trajectories.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    config: EpisodeConfig
+    split: str
+    task: Any
+    trial: int
+
+
+def plan_jobs(
+    domains: Sequence[str],
+    base: EpisodeConfig,
+    *,
+    split: str | None = None,
+    num_trials: int = 1,
+    task_ids: Sequence[str] | None = None,
+    num_tasks: int | None = None,
+) -> list[Job]:
+    """Resolve domains, splits and task ids up front, so that a typo fails before any episode."""
+    if num_trials < 1:
+        raise ConfigError(f"num_trials must be >= 1 (got {num_trials})")
+    if num_tasks is not None and num_tasks < 1:
+        raise ConfigError(f"num_tasks must be >= 1 (got {num_tasks})")
+    # Build (and so validate) the policy and user once before starting anything.
+    make_policy(base.policy, base)
+    make_user(base.user, base)
+    jobs: list[Job] = []
+    for name in domains:
+        domain_name, domain_split = resolve_domain(name, split)
+        backend = get_domain(domain_name)
+        chosen_split = domain_split or backend.default_split()
+        tasks = backend.tasks(chosen_split)
+        if task_ids:
+            known = {task.id: task for task in tasks}
+            missing = [tid for tid in task_ids if tid not in known]
+            if missing and len(domains) == 1:
+                raise UnknownNameError(
+                    f"task id of {domain_name}/{chosen_split}", missing[0], sorted(known)
+                )
+            tasks = [known[tid] for tid in task_ids if tid in known]
+        if num_tasks is not None:
+            tasks = tasks[:num_tasks]
+        config = base.model_copy(update={"domain": domain_name, "split": chosen_split})
+        for task in tasks:
+            backend.check_scorable(task, config.judge_model)
+        jobs.extend(
+            Job(config, chosen_split, task, trial) for trial in range(num_trials) for task in tasks
+        )
+    if not jobs:
+        raise ConfigError("no tasks selected: check --domain, --split and --task-ids")
+    return jobs
+
+
+async def _run_job(job: Job) -> dict[str, Any]:
+    try:
+        trajectory = await rollout(job.task, job.config, trial=job.trial, split=job.split)
+        return trajectory.to_row()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # rollout does not raise for episode faults; this is a last guard
+        return Trajectory(
+            domain=job.config.domain,
+            split=job.split,
+            task_id=job.task.id,
+            trial=job.trial,
+            seed=job.config.seed + job.trial,
+            messages=[],
+            termination_reason="agent_error",
+            status="failed",
+            reward=0.0,
+            reward_info=None,
+            error=f"episode crashed: {exc!r}",
+        ).to_row()
+
+
+def _write_line(stream: IO[str], row: dict[str, Any]) -> None:
+    # One write per complete line, flushed: an interrupted run leaves valid JSONL behind.
+    stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+async def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    concurrency: int,
+    output: Path,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run jobs with at most `concurrency` at once; rows are appended as episodes finish."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1 (got {concurrency})")
+    output.mkdir(parents=True, exist_ok=True)
+    semaphore = asyncio.Semaphore(concurrency)
+    rows: list[dict[str, Any]] = []
+
+    async def guarded(job: Job) -> dict[str, Any]:
+        async with semaphore:
+            return await _run_job(job)
+
+    progress = Progress(
+        TextColumn("[bold]eval[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("avg reward {task.fields[avg]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not show_progress,
+    )
+    with (output / TRAJECTORIES_FILE).open("w", encoding="utf-8") as stream, progress:
+        bar = progress.add_task("eval", total=len(jobs), avg=0.0)
+        tasks = [asyncio.ensure_future(guarded(job)) for job in jobs]
+        total_reward = 0.0
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                row = await next_done
+                rows.append(row)
+                _write_line(stream, row)
+                total_reward += float(row["reward"])
+                progress.update(bar, advance=1, avg=total_reward / len(rows))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return rows
+
+
+def write_summary(
+    output: Path,
+    rows: Sequence[dict[str, Any]],
+    config: dict[str, Any],
+    *,
+    partial: bool = False,
+    wall_s: float | None = None,
+) -> dict[str, Any]:
+    from tau_adapters import __version__
+
+    summary: dict[str, Any] = {
+        "domains": summarize(rows),
+        "config": config,
+        "partial": partial,
+        "episodes": len(rows),
+        "wall_s": wall_s,
+        "tau_adapters_version": __version__,
+    }
+    try:
+        from tau_adapters.domains.tau2_api import api
+
+        summary["tau2_version"] = api().version
+    except Exception:
+        summary["tau2_version"] = None
+    (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+async def evaluate(
+    domains: Sequence[str],
+    base: EpisodeConfig,
+    *,
+    output: Path,
+    split: str | None = None,
+    num_trials: int = 1,
+    concurrency: int = 8,
+    task_ids: Sequence[str] | None = None,
+    num_tasks: int | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Plan, run and summarise an evaluation; returns the summary written to ``summary.json``."""
+    jobs = plan_jobs(
+        domains, base, split=split, num_trials=num_trials, task_ids=task_ids, num_tasks=num_tasks
+    )
+    run_config = {
+        **base.model_dump(),
+        "domains": list(domains),
+        "split": split,
+        "num_trials": num_trials,
+        "concurrency": concurrency,
+        "task_ids": list(task_ids) if task_ids else None,
+        "num_tasks": num_tasks,
+    }
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    partial = True
+    try:
+        rows = await run_jobs(
+            jobs, concurrency=concurrency, output=output, show_progress=show_progress
+        )
+        partial = False
+    finally:
+        if partial:  # interrupted: summarise what was written so far
+            rows = read_rows(output / TRAJECTORIES_FILE)
+        summary = write_summary(
+            output, rows, run_config, partial=partial, wall_s=time.perf_counter() - started
+        )
+    return summary
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a trajectories file; raises `ConfigError` naming the first bad line."""
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}:{number}: expected a JSON object per line")
+        rows.append(row)
+    return rows
