@@ -54,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, type=Path)
 
     ev = commands.add_parser("eval", help="run episodes and report pass^k")
-    ev.add_argument("--domain", default="airline,retail,telecom", type=_csv,
-                    help="comma-separated domains or task sets (default: airline,retail,telecom)")
+    ev.add_argument(
+        "--domain",
+        default="airline,retail,telecom",
+        type=_csv,
+        help="comma-separated domains or task sets (default: airline,retail,telecom)",
+    )
     ev.add_argument("--split", default=None, help="task split (default: base, or all for mock)")
     ev.add_argument("--num-trials", type=_positive_int, default=1)
     ev.add_argument("--concurrency", type=_positive_int, default=16)

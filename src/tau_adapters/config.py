@@ -95,6 +95,10 @@ def _explain(exc: ValidationError, sources: Mapping[str, str] | None = None) -> 
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "config"
         where = f" (from ${sources[field]})" if sources and field in sources else ""
+        if err["type"] == "extra_forbidden":
+            valid = ", ".join(EpisodeConfig.model_fields)
+            lines.append(f"unknown setting {field!r}{where}; valid settings: {valid}")
+            continue
         message = str(err["msg"]).removeprefix("Value error, ")
         lines.append(f"setting {field!r}{where}: {message} (got {err.get('input')!r})")
     return "invalid episode configuration:\n  " + "\n  ".join(lines)

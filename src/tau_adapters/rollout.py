@@ -8,6 +8,7 @@ policy and user are closed, because asyncio needs it to.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,10 +103,9 @@ async def rollout(
             observation = result.observation
     finally:
         for party in (policy, user):
-            try:
+            # Closing is best effort: the episode's outcome is already known.
+            with contextlib.suppress(Exception):
                 await party.close()
-            except Exception:  # closing is best effort; the episode's outcome is already known
-                pass
     mark = time.perf_counter()
     reward_info = None
     reward = 0.0

@@ -264,7 +264,9 @@ class Session:
         if not isinstance(reply, t.UserMessage) or not (
             reply.has_text_content() or reply.is_tool_call()
         ):
-            self._finish("user_error", f"user simulator returned an invalid message: {reply!r}", "failed")
+            self._finish(
+                "user_error", f"user simulator returned an invalid message: {reply!r}", "failed"
+            )
             return
         for call in reply.tool_calls or []:
             call.requestor = "user"

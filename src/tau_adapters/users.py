@@ -89,5 +89,3 @@ def describe_user_action(name: str, arguments: dict[str, Any]) -> str:
     tool name)."""
     args = json.dumps(arguments, sort_keys=True) if arguments else ""
     return f"Please do this on your side: {name}({args})"
-
-

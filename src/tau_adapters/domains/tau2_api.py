@@ -15,7 +15,7 @@ from typing import Any
 from tau_adapters.errors import ConfigError
 
 TAU2_INSTALL_HINT = (
-    "tau2 is not installed. Install the benchmark with `pip install \"tau-adapters[tau2]\"` "
+    'tau2 is not installed. Install the benchmark with `pip install "tau-adapters[tau2]"` '
     "(or install sierra-research/tau2-bench from its repository so that `import tau2` works)."
 )
 

