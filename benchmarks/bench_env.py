@@ -1,0 +1,246 @@
+"""Environment reset, scoring and memory: tau2's own way against tau-adapters, in one run.
+
+    python benchmarks/bench_env.py --json
+
+tau2's baseline runs in a child process that imports only tau2 (so that nothing this library does
+to the process, such as freezing the parsed database out of the garbage collector, flatters or
+hurts it). It times `registry.get_env_constructor(domain)()` and
+`evaluate_simulation(..., EvaluationType.ALL, ...)` on the same trajectories this process scores.
+Targets (issue 2): reset >= 100x, scoring >= 50x, <= 2 MiB per live airline episode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def per_call(fn: Any, repeat: int) -> float:
+    """Median seconds per call over `repeat` calls."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+# -- tau2's own way (child process) ------------------------------------------------------------
+def baseline(trajectory_file: str, reset_repeat: int, mem_envs: int) -> dict[str, Any]:
+    from loguru import logger
+
+    logger.disable("tau2")
+    from tau2.data_model.simulation import SimulationRun
+    from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+    from tau2.registry import registry
+
+    rows = [json.loads(line) for line in Path(trajectory_file).read_text().splitlines()]
+    out: dict[str, Any] = {}
+    for domain in ("airline", "retail"):
+        constructor = registry.get_env_constructor(domain)
+        constructor()  # warm file caches
+        out[f"{domain}_reset_s"] = per_call(constructor, reset_repeat)
+        tasks = {t.id: t for t in registry.get_tasks_loader(domain)(None)}
+        times = []
+        rewards = []
+        for row in rows:
+            if row["domain"] != domain:
+                continue
+            simulation = SimulationRun.model_validate(
+                {
+                    "id": "b",
+                    "task_id": row["task_id"],
+                    "start_time": "",
+                    "end_time": "",
+                    "duration": 0.0,
+                    "termination_reason": row["termination_reason"],
+                    "messages": row["messages"],
+                }
+            )
+            start = time.perf_counter()
+            info = evaluate_simulation(
+                simulation, tasks[row["task_id"]], EvaluationType.ALL, False, domain
+            )
+            times.append(time.perf_counter() - start)
+            rewards.append(info.reward)
+        out[f"{domain}_score_s"] = statistics.median(times)
+        out[f"{domain}_rewards"] = rewards
+    gc.collect()
+    before = rss_mib()
+    envs = [registry.get_env_constructor("airline")() for _ in range(mem_envs)]
+    gc.collect()
+    out["airline_mem_per_env_mib"] = (rss_mib() - before) / len(envs)
+    return out
+
+
+# -- ours ------------------------------------------------------------------------------------------
+async def make_trajectories(domain: str, split: str) -> list[Any]:
+    from tau_adapters.config import EpisodeConfig
+    from tau_adapters.domains import get_domain
+    from tau_adapters.rollout import rollout
+
+    config = EpisodeConfig.build(domain=domain, split=split)
+    tasks = get_domain(domain).tasks(split)
+    return await asyncio.gather(*(rollout(task, config) for task in tasks))
+
+
+async def live_sessions(domain: str, count: int) -> list[Any]:
+    """`count` live episodes, each past the opening and a few oracle actions."""
+    from tau_adapters.config import EpisodeConfig
+    from tau_adapters.domains import get_domain
+    from tau_adapters.policies import OraclePolicy
+    from tau_adapters.session import Session
+    from tau_adapters.users import ScriptedUser
+
+    backend = get_domain(domain)
+    tasks = backend.tasks("base")
+    config = EpisodeConfig.build(domain=domain)
+    sessions = []
+    for i in range(count):
+        session = Session(tasks[i % len(tasks)], config, ScriptedUser(), domain=backend)
+        policy = OraclePolicy()
+        observation = await session.start()
+        await policy.start(session.context)
+        for _ in range(3):
+            if session.done:
+                break
+            observation = (await session.step(await policy.act(observation))).observation
+        sessions.append((session, policy))
+    return sessions
+
+
+def import_time_s() -> float:
+    """Cumulative import time of `tau_adapters` as `python -X importtime` reports it."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import tau_adapters"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in proc.stderr.splitlines():
+        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|\s+tau_adapters$", line)
+        if match:
+            return int(match.group(1)) / 1e6
+    raise RuntimeError("tau_adapters not found in -X importtime output")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument("--reset-repeat", type=int, default=15)
+    parser.add_argument("--mem-episodes", type=int, default=200)
+    parser.add_argument("--baseline-mem-envs", type=int, default=10)
+    parser.add_argument("--_baseline", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._baseline:
+        print(json.dumps(baseline(args._baseline, args.reset_repeat, args.baseline_mem_envs)))
+        return
+
+    result: dict[str, Any] = {"import_tau_adapters_s": import_time_s()}
+
+    # Telecom tasks: a 14 MB file, parsed once per process, then every split is a filter.
+    from tau_adapters.domains import get_domain
+
+    telecom = get_domain("telecom")  # imports tau2 and builds the template environment
+    start = time.perf_counter()
+    telecom.tasks("base")
+    result["telecom_task_load_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for split in ("train", "test", "small", "full"):
+        telecom.tasks(split)
+    result["telecom_other_splits_s"] = time.perf_counter() - start
+
+    trajectories = {
+        domain: asyncio.run(make_trajectories(domain, "test")) for domain in ("airline", "retail")
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as stream:
+        for domain_trajectories in trajectories.values():
+            for trajectory in domain_trajectories:
+                stream.write(json.dumps(trajectory.to_row()) + "\n")
+        trajectory_file = stream.name
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--_baseline",
+            trajectory_file,
+            "--reset-repeat",
+            str(args.reset_repeat),
+            "--baseline-mem-envs",
+            str(args.baseline_mem_envs),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    base = json.loads(child.stdout.strip().splitlines()[-1])
+    os.unlink(trajectory_file)
+
+    for domain in ("airline", "retail"):
+        backend = get_domain(domain)
+        task = backend.tasks("test")[0]
+        ours_reset = per_call(lambda b=backend, t=task: b.initial_environment(t), 500)
+        scores = []
+        rewards = []
+        for trajectory in trajectories[domain]:
+            task = backend.task(trajectory.task_id)
+            start = time.perf_counter()
+            info = backend.score(task, trajectory.messages, trajectory.termination_reason)
+            scores.append(time.perf_counter() - start)
+            rewards.append(info.reward)
+        ours_score = statistics.median(scores)
+        if rewards != base[f"{domain}_rewards"]:
+            raise SystemExit(f"{domain}: our rewards differ from tau2's on the same trajectories")
+        result[f"{domain}_reset_ms"] = {
+            "tau2": base[f"{domain}_reset_s"] * 1e3,
+            "ours": ours_reset * 1e3,
+        }
+        result[f"{domain}_score_ms"] = {
+            "tau2": base[f"{domain}_score_s"] * 1e3,
+            "ours": ours_score * 1e3,
+        }
+        result[f"{domain}_reset_speedup"] = base[f"{domain}_reset_s"] / ours_reset
+        result[f"{domain}_score_speedup"] = base[f"{domain}_score_s"] / ours_score
+        result[f"{domain}_scored_trajectories"] = len(rewards)
+
+    gc.collect()
+    before = rss_mib()
+    sessions = asyncio.run(live_sessions("airline", args.mem_episodes))
+    gc.collect()
+    result["airline_mem_per_episode_mib"] = (rss_mib() - before) / len(sessions)
+    result["tau2_airline_mem_per_env_mib"] = base["airline_mem_per_env_mib"]
+    result["targets"] = {
+        "airline_reset_speedup": ">= 100",
+        "airline_score_speedup": ">= 50",
+        "airline_mem_per_episode_mib": "<= 2",
+        "import_tau_adapters_s": "< 0.3",
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
