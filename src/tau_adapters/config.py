@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -49,6 +50,54 @@ class EpisodeConfig(BaseModel):
     judge_model: str | None = Field(
         None, description="LLM judge for tasks scored with NL_ASSERTION (none by default)."
     )
+
+    # -- the model side (token-level and text-level policies) ----------------------------------
+    parser: str = Field("hermes", description="Tool-call parser: hermes, json, sglang:<name>.")
+    on_malformed: Literal["observe", "end", "remove"] = Field(
+        "observe",
+        description="Unparseable tool call: send an error back (observe), end the episode (end), "
+        "or end it and mark the sample for removal (remove).",
+    )
+    tokenizer: str | None = Field(
+        None, description="Local Hugging Face tokenizer folder (token-level policies)."
+    )
+    chat_template: str | None = Field(
+        None, description="A Jinja chat-template file that replaces the tokenizer's own."
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra chat-template arguments (e.g. enable_thinking)."
+    )
+    model: str | None = Field(None, description="Model name for OpenAI-compatible endpoints.")
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(1024, ge=1, description="Tokens per model turn.")
+    max_response_tokens: int | None = Field(
+        None, ge=1, description="Response-token budget of the whole episode (prompt excluded)."
+    )
+    max_context_tokens: int | None = Field(
+        None, ge=1, description="Context-length limit (prompt + response)."
+    )
+    check_tokens: bool = Field(
+        False, description="Compare kept ids with a fresh full render at the end of each episode."
+    )
+    session_routing: bool = Field(
+        True, description="Send X-SMG-Routing-Key per episode (sticky routing)."
+    )
+    thunderagent: bool = Field(
+        False, description="ThunderAgent program_id per episode, released when it ends."
+    )
+    request_timeout_s: float = Field(600.0, gt=0)
+    request_attempts: int = Field(4, ge=1, description="Attempts per engine request (retries+1).")
+
+    @field_validator("chat_template_kwargs", mode="before")
+    @classmethod
+    def _json_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"expected a JSON object ({exc.msg})") from None
+        return value
 
     @field_validator("domain")
     @classmethod

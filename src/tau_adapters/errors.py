@@ -23,3 +23,23 @@ class UnknownNameError(ConfigError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class EpisodeSignal(TauAdaptersError):
+    """Raised by a policy to end an episode early; the rollout turns it into a status."""
+
+    status = "failed"
+    termination_reason = "agent_error"
+
+
+class EpisodeTruncated(EpisodeSignal):
+    """A token budget (response tokens, context length) ran out, or the engine hit its length."""
+
+    status = "truncated"
+    termination_reason = "max_steps"
+
+
+class EpisodeAborted(EpisodeSignal):
+    """The engine answered ``abort`` (weights update, host abort) or the episode was cancelled."""
+
+    status = "aborted"

@@ -48,6 +48,10 @@ class HookSpecs:
     def register_policies(self) -> dict[str, Factory]:  # type: ignore[empty-body]
         """Policies (who plays the agent) by name."""
 
+    @hookspec
+    def register_parsers(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """Tool-call parsers by name: ``factory(arg, tools) -> Parser``."""
+
 
 @functools.cache
 def plugin_manager() -> pluggy.PluginManager:

@@ -13,6 +13,7 @@ airline, retail and telecom task: the calibration run of the whole pipeline.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from tau_adapters.domains.tau2_api import api
@@ -30,6 +31,30 @@ class Policy(Protocol):
 
 
 CLOSING_WITHOUT_INFO = "Is there anything else I can help you with?"
+
+
+@dataclass
+class MalformedTurn:
+    """A model turn whose tool call could not be parsed. The rollout handles it as configured
+    (``on_malformed``): an error observation back to the model, or the end of the episode."""
+
+    text: str
+    error: str
+
+
+def assistant_message_from(parsed: Any, text: str, *, turn: int) -> Any:
+    """A tau2 `AssistantMessage` from a parsed model turn (raw text kept in ``raw_data``)."""
+    t = api()
+    calls = [
+        t.ToolCall(id=f"call_{turn}_{i}", name=c.name, arguments=c.arguments, requestor="assistant")
+        for i, c in enumerate(parsed.tool_calls)
+    ]
+    raw: dict[str, Any] = {"text": text}
+    if parsed.reasoning:
+        raw["reasoning"] = parsed.reasoning
+    return t.AssistantMessage(
+        role="assistant", content=parsed.content, tool_calls=calls or None, raw_data=raw
+    )
 
 
 class OraclePolicy:

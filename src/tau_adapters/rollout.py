@@ -2,20 +2,25 @@
 
 Every way an episode can go wrong ends in a trajectory with a ``status`` (completed, truncated,
 aborted, failed), tau2's termination reason and, where something broke, an ``error``; the reward is
-then tau2's (0.0 for anything but a user or agent stop). Only cancellation propagates, after the
-policy and user are closed, because asyncio needs it to.
+then tau2's (0.0 for anything but a user or agent stop). Cancellation propagates by default, after
+the policy and user are closed (a ThunderAgent program is released); with ``on_cancel="return"``
+the aborted trajectory is returned instead, for hosts that want a sample back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
+from tau_adapters.errors import EpisodeSignal
+from tau_adapters.http_client import EndpointError
 from tau_adapters.plugins import make_policy, make_user
+from tau_adapters.policies import MalformedTurn
 from tau_adapters.session import Session
 
 STATUSES = ("completed", "truncated", "aborted", "failed")
@@ -23,7 +28,7 @@ STATUSES = ("completed", "truncated", "aborted", "failed")
 
 @dataclass
 class Trajectory:
-    """One finished episode: the messages, tau2's verdict and what it cost."""
+    """One finished episode: the messages, tau2's verdict, the tokens and what it cost."""
 
     domain: str
     split: str | None
@@ -39,10 +44,16 @@ class Trajectory:
     duration_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    token_level: bool = False
+    transcript: Any | None = None
+    token_check: Any | None = None
+    rejected_turns: list[dict[str, Any]] = field(default_factory=list)
+    remove_sample: bool = False
+    usage: dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
         """The JSON line written to ``trajectories.jsonl`` (tau2's JSON for messages/reward)."""
-        return {
+        row: dict[str, Any] = {
             "domain": self.domain,
             "split": self.split,
             "task_id": self.task_id,
@@ -58,8 +69,19 @@ class Trajectory:
             "duration_s": round(self.duration_s, 6),
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
             "counts": dict(self.counts),
+            "token_level": self.token_level,
+            "remove_sample": self.remove_sample,
             "messages": [m.model_dump(mode="json") for m in self.messages],
         }
+        if self.rejected_turns:
+            row["rejected_turns"] = list(self.rejected_turns)
+        if self.usage:
+            row["usage"] = dict(self.usage)
+        if self.transcript is not None:
+            row["transcript"] = self.transcript.to_json()
+        if self.token_check is not None:
+            row["token_check"] = self.token_check.to_json()
+        return row
 
 
 async def rollout(
@@ -70,6 +92,7 @@ async def rollout(
     *,
     trial: int = 0,
     split: str | None = None,
+    on_cancel: Literal["raise", "return"] = "raise",
 ) -> Trajectory:
     """Run one episode of `task`. `policy`/`user` default to the ones `config` names."""
     started = time.perf_counter()
@@ -79,6 +102,8 @@ async def rollout(
     user = user if user is not None else make_user(config.user, config)
     session = Session(task, config, user, seed=seed, domain=domain)
     timings = {"policy_s": 0.0, "env_user_s": 0.0, "score_s": 0.0}
+    remove = False
+    cancelled: asyncio.CancelledError | None = None
     try:
         mark = time.perf_counter()
         observation = await session.start()
@@ -92,20 +117,60 @@ async def rollout(
             mark = time.perf_counter()
             try:
                 message = await policy.act(observation)
+            except EpisodeSignal as signal:
+                session.fail(str(signal), signal.termination_reason, signal.status)
+                break
+            except EndpointError as exc:
+                session.fail(f"policy endpoint: {exc}")
+                break
+            except asyncio.CancelledError as exc:
+                session.fail("cancelled by the host", "agent_error", "aborted")
+                cancelled = exc
+                break
             except Exception as exc:
                 session.fail(f"policy failed: {exc!r}")
                 break
             finally:
                 timings["policy_s"] += time.perf_counter() - mark
             mark = time.perf_counter()
-            result = await session.step(message)
+            if isinstance(message, MalformedTurn):
+                if config.on_malformed == "observe":
+                    result = session.reject(message.text, message.error)
+                else:
+                    session.rejected.append({"text": message.text, "error": message.error})
+                    session.fail(f"malformed model output: {message.error}", status="completed")
+                    remove = config.on_malformed == "remove"
+                    break
+            else:
+                result = await session.step(message)
             timings["env_user_s"] += time.perf_counter() - mark
             observation = result.observation
+    except asyncio.CancelledError as exc:
+        session.fail("cancelled by the host", "agent_error", "aborted")
+        cancelled = exc
     finally:
         for party in (policy, user):
             # Closing is best effort: the episode's outcome is already known.
             with contextlib.suppress(Exception):
                 await party.close()
+    if cancelled is not None and on_cancel == "raise":
+        raise cancelled
+    trajectory = _finish(session, policy, config, task, trial, seed, split, timings, remove)
+    trajectory.duration_s = time.perf_counter() - started
+    return trajectory
+
+
+def _finish(
+    session: Session,
+    policy: Any,
+    config: EpisodeConfig,
+    task: Any,
+    trial: int,
+    seed: int,
+    split: str | None,
+    timings: dict[str, float],
+    remove: bool,
+) -> Trajectory:
     mark = time.perf_counter()
     reward_info = None
     reward = 0.0
@@ -117,9 +182,29 @@ async def rollout(
     except Exception as exc:
         status, error = "failed", f"scoring failed: {exc!r}"
     timings["score_s"] = time.perf_counter() - mark
+    transcript = getattr(policy, "transcript", None)
+    token_check = None
+    if transcript is not None and config.check_tokens and transcript.ids:
+        token_check = transcript.check()
     counters = session.counters
+    counts = {
+        "steps": counters.steps,
+        "agent_turns": counters.agent_turns,
+        "user_turns": counters.user_turns,
+        "tool_calls": counters.tool_calls,
+        "tool_errors": counters.tool_errors,
+        "rejected_turns": len(session.rejected),
+        "messages": len(session.messages),
+    }
+    if transcript is not None:
+        counts.update(
+            prompt_tokens=transcript.prompt_len,
+            response_tokens=transcript.response_length,
+            sampled_tokens=transcript.sampled_tokens,
+        )
+    usage = dict(getattr(policy, "usage", None) or {})
     return Trajectory(
-        domain=domain.name,
+        domain=session.domain.name,
         split=split,
         task_id=task.id,
         trial=trial,
@@ -130,14 +215,12 @@ async def rollout(
         reward=reward,
         reward_info=reward_info,
         error=error,
-        duration_s=time.perf_counter() - started,
         timings=timings,
-        counts={
-            "steps": counters.steps,
-            "agent_turns": counters.agent_turns,
-            "user_turns": counters.user_turns,
-            "tool_calls": counters.tool_calls,
-            "tool_errors": counters.tool_errors,
-            "messages": len(session.messages),
-        },
+        counts=counts,
+        token_level=bool(getattr(policy, "token_level", False)),
+        transcript=transcript,
+        token_check=token_check,
+        rejected_turns=list(session.rejected),
+        remove_sample=remove,
+        usage=usage,
     )

@@ -102,6 +102,7 @@ class Session:
         self.termination_reason: str | None = None
         self.error: str | None = None
         self.status: str | None = None
+        self.rejected: list[dict[str, Any]] = []
         self.counters = _Counters()
         self._env: Any = None
         self._pending: Any = None
@@ -159,6 +160,31 @@ class Session:
         await self._advance()
         observation = [m for m in self.messages[mark + 1 :] if _agent_visible(m)]
         return StepResult(observation, self.done, self.termination_reason)
+
+    def reject(self, text: str, error: str) -> StepResult:
+        """The agent's turn could not be parsed into a message.
+
+        It is handled like a failed tool call in tau2 (two steps, one error toward ``max_errors``):
+        the agent gets an error observation, and the turn is kept in `rejected`, outside tau2's
+        trajectory, which stays a valid tau2 message list.
+        """
+        if self.done:
+            raise EpisodeDoneError("the episode has ended; check `done` before calling reject()")
+        t = self.tau2
+        self.counters.agent_turns += 1
+        self.rejected.append({"after_message": len(self.messages), "text": text, "error": error})
+        self.counters.steps += 1  # agent -> environment
+        self.counters.errors += 1
+        self._to = Role.AGENT
+        self._after_step()  # environment -> agent
+        observation = t.ToolMessage(
+            id=f"rejected_{len(self.rejected)}",
+            role="tool",
+            content=f"Error: {error}",
+            requestor="assistant",
+            error=True,
+        )
+        return StepResult([observation], self.done, self.termination_reason)
 
     def fail(
         self, reason: str, termination_reason: str = "agent_error", status: str = "failed"

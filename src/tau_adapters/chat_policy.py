@@ -1,0 +1,103 @@
+"""A policy behind an OpenAI-compatible ``/v1/chat/completions`` endpoint (text level).
+
+For hosted APIs and for evaluating any served model. Text-level episodes have no token transcript
+(the server tokenizes), and say so in their output (``token_level: false``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from tau_adapters.chat_messages import to_chat
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.domains.tau2_api import api
+from tau_adapters.engines import OpenAIChatClient
+from tau_adapters.errors import ConfigError, EpisodeTruncated
+from tau_adapters.http_client import RetryPolicy
+from tau_adapters.policies import MalformedTurn
+
+
+class OpenAIChatPolicy:
+    """Chat completions with tools; the server parses tool calls."""
+
+    token_level = False
+    transcript = None
+
+    def __init__(self, url: str, config: EpisodeConfig, *, client: OpenAIChatClient | None = None):
+        if not config.model:
+            raise ConfigError("an OpenAI-compatible policy needs `model` (CLI: --model NAME)")
+        self.config = config
+        self.client = client or OpenAIChatClient(
+            url,
+            api_key=os.environ.get("OPENAI_API_KEY"),
+            retry=RetryPolicy(attempts=config.request_attempts, timeout_s=config.request_timeout_s),
+        )
+        self.messages: list[dict[str, Any]] = []
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        self.turns = 0
+
+    async def start(self, context: Any) -> None:
+        self.context = context
+        self.messages = [{"role": "system", "content": context.system_prompt}]
+
+    async def act(self, observation: list[Any]) -> Any:
+        t = api()
+        config = self.config
+        self.messages.extend(to_chat(observation, arguments_as_text=True))
+        payload: dict[str, Any] = {
+            "model": config.model,
+            "messages": self.messages,
+            "tools": self.context.tools,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "max_tokens": config.max_new_tokens,
+        }
+        body = await self.client.complete(payload)
+        self.turns += 1
+        usage = body.get("usage") or {}
+        for key in self.usage:
+            self.usage[key] += int(usage.get(key) or 0)
+        try:
+            choice = body["choices"][0]
+            message = choice["message"]
+        except (KeyError, IndexError, TypeError):
+            return MalformedTurn(
+                text=json.dumps(body)[:2000], error="answer has no choices[0].message"
+            )
+        if choice.get("finish_reason") == "length":
+            raise EpisodeTruncated("the model turn hit max_tokens")
+        content = message.get("content") or None
+        calls = []
+        for index, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") or {}
+            arguments = function.get("arguments")
+            try:
+                parsed = json.loads(arguments) if isinstance(arguments, str) else (arguments or {})
+            except json.JSONDecodeError as exc:
+                return MalformedTurn(
+                    text=str(arguments), error=f"tool call arguments are not JSON: {exc.msg}"
+                )
+            if not isinstance(parsed, dict) or not function.get("name"):
+                return MalformedTurn(
+                    text=str(call), error="tool call without a name or object arguments"
+                )
+            calls.append(
+                t.ToolCall(
+                    id=call.get("id") or f"call_{self.turns}_{index}",
+                    name=function["name"],
+                    arguments=parsed,
+                    requestor="assistant",
+                )
+            )
+        entry: dict[str, Any] = {"role": "assistant", "content": content or ""}
+        if message.get("tool_calls"):
+            entry["tool_calls"] = message["tool_calls"]
+        self.messages.append(entry)
+        return t.AssistantMessage(
+            role="assistant", content=content, tool_calls=calls or None, usage=usage or None
+        )
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,162 @@
+"""A tokenizer's chat template, used only for what it is needed for: prompts and observation deltas.
+
+The model's own turns are never rendered or re-encoded here. After a model turn, what comes next
+(tool results, the user's reply, the next generation prompt) is computed as a *delta*: the template
+renders a fixed three-message stand-in conversation ending with an assistant turn that contains a
+marker, followed by the new messages; everything after the end-of-turn token that closes the marker
+turn is the delta. Templates that rewrite earlier turns (Qwen3's hybrid template strips ``<think>``
+from assistant turns before the last user message) cannot change the delta, because the stand-in
+turn is all that precedes it. A template that does not close an assistant turn with a special token
+cannot be extended this way, and `ChatTemplate` says so when it is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tau_adapters.errors import ConfigError
+
+TURN_MARKER = "TAU_ADAPTERS_TURN_MARKER_5b1f"
+_STANDIN_SYSTEM = "S"
+_STANDIN_USER = "U"
+
+
+class TemplateError(ConfigError):
+    """The chat template cannot be used for exact token-in/token-out episodes."""
+
+
+def template_mentions_tools(template: str | None) -> bool:
+    return bool(template) and "tools" in (template or "")
+
+
+class ChatTemplate:
+    """Renders chat messages with a Hugging Face tokenizer's template and encodes the result."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        template_kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.name = name or getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+        template = getattr(tokenizer, "chat_template", None)
+        if not template:
+            raise TemplateError(
+                f"tokenizer {self.name!r} has no chat template; pass a tokenizer folder whose "
+                "tokenizer_config.json (or chat_template.jinja) defines one"
+            )
+        self.supports_tools = template_mentions_tools(template)
+        self.template_kwargs = dict(template_kwargs or {})
+        self.special_ids = self._special_ids()
+        self.eot_id, self.eot_text = self._find_end_of_turn()
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self.stop_ids = frozenset({self.eot_id} | ({eos} if isinstance(eos, int) else set()))
+
+    # -- basic operations ----------------------------------------------------------------------
+    def render(
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = False,
+    ) -> str:
+        return self.tokenizer.apply_chat_template(
+            list(messages),
+            tools=list(tools) if tools and self.supports_tools else None,
+            add_generation_prompt=add_generation_prompt,
+            tokenize=False,
+            **self.template_kwargs,
+        )
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    # -- what the transcript needs ---------------------------------------------------------------
+    def prompt_ids(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
+    ) -> list[int]:
+        """The prompt: the opening messages rendered with the generation prompt."""
+        return self.encode(self.render(messages, tools=tools, add_generation_prompt=True))
+
+    def delta_ids(
+        self,
+        new_messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]] | None,
+        *,
+        previous_tool_calls: Sequence[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        """Tokens of `new_messages` after a closed assistant turn, plus the generation prompt."""
+        variants: list[dict[str, Any]] = []
+        if previous_tool_calls and any(m.get("role") == "tool" for m in new_messages):
+            # Some templates insist that tool results follow an assistant turn with tool calls.
+            variants.append(
+                {
+                    "role": "assistant",
+                    "content": TURN_MARKER,
+                    "tool_calls": list(previous_tool_calls),
+                }
+            )
+        variants.append({"role": "assistant", "content": TURN_MARKER})
+        error: TemplateError | None = None
+        for standin in variants:
+            conversation = [
+                {"role": "system", "content": _STANDIN_SYSTEM},
+                {"role": "user", "content": _STANDIN_USER},
+                standin,
+                *new_messages,
+            ]
+            try:
+                text = self.render(conversation, tools=tools, add_generation_prompt=True)
+                return self.encode(self._after_standin_turn(text))
+            except TemplateError as exc:  # e.g. the template renders tool calls instead of content
+                error = exc
+            except Exception as exc:  # the template raised (raise_exception) for this variant
+                error = TemplateError(f"chat template of {self.name!r} failed: {exc}")
+        assert error is not None
+        raise error
+
+    def _after_standin_turn(self, text: str) -> str:
+        marker = text.find(TURN_MARKER)
+        if marker < 0:
+            raise TemplateError(
+                f"chat template of {self.name!r} dropped the content of an assistant turn; "
+                "it cannot be extended turn by turn without re-rendering"
+            )
+        close = text.find(self.eot_text, marker + len(TURN_MARKER))
+        if close < 0:
+            raise TemplateError(
+                f"chat template of {self.name!r} did not close an assistant turn with "
+                f"{self.eot_text!r} when more messages followed; it cannot be extended turn by turn"
+            )
+        return text[close + len(self.eot_text) :]
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _special_ids(self) -> frozenset[int]:
+        ids = set(getattr(self.tokenizer, "all_special_ids", []) or [])
+        decoder = getattr(self.tokenizer, "added_tokens_decoder", None) or {}
+        ids.update(i for i, token in decoder.items() if getattr(token, "special", False))
+        return frozenset(ids)
+
+    def _find_end_of_turn(self) -> tuple[int, str]:
+        conversation = [
+            {"role": "system", "content": _STANDIN_SYSTEM},
+            {"role": "user", "content": _STANDIN_USER},
+            {"role": "assistant", "content": TURN_MARKER},
+        ]
+        text = self.render(conversation)
+        marker = text.find(TURN_MARKER)
+        if marker < 0:
+            raise TemplateError(f"chat template of {self.name!r} does not render assistant content")
+        for token_id in self.encode(text[marker + len(TURN_MARKER) :]):
+            if token_id in self.special_ids:
+                return token_id, self.decode([token_id])
+        raise TemplateError(
+            f"chat template of {self.name!r} does not end an assistant turn with a special token, "
+            "so the tokens a model samples cannot be kept verbatim across turns with it"
+        )

@@ -1,0 +1,146 @@
+"""Clients for inference engines: SGLang's native ``/generate`` (token ids in, token ids out) and
+OpenAI-compatible ``/v1/chat/completions`` (text level)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from tau_adapters.http_client import DEFAULT_RETRY, EndpointError, RetryPolicy, post_json
+
+ROUTING_HEADER = "X-SMG-Routing-Key"
+
+
+@dataclass
+class Generation:
+    """One engine call: the sampled ids, their logprobs and why it stopped."""
+
+    ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" | "length" | "abort"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _base_url(url: str, suffix: str) -> str:
+    url = url.rstrip("/")
+    return url[: -len(suffix)] if url.endswith(suffix) else url
+
+
+class SGLangClient:
+    """SGLang ``/generate`` with ``input_ids``, ``return_logprob``; optional router extras.
+
+    - ``session_routing``: send the episode id in the ``X-SMG-Routing-Key`` header so that a
+      consistent-hashing router keeps an episode on one engine (its prefix cache stays warm).
+    - ``thunderagent``: put ``program_id`` in the payload and ``POST /programs/release`` once the
+      episode ends, whatever way it ends.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        session_routing: bool = True,
+        thunderagent: bool = False,
+        extra_payload: dict[str, Any] | None = None,
+    ) -> None:
+        self.base_url = _base_url(url, "/generate")
+        self.retry = retry
+        self.session_routing = session_routing
+        self.thunderagent = thunderagent
+        self.extra_payload = dict(extra_payload or {})
+
+    async def generate(
+        self,
+        input_ids: list[int],
+        sampling_params: dict[str, Any],
+        *,
+        episode_id: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Generation:
+        payload: dict[str, Any] = {
+            "input_ids": input_ids,
+            "sampling_params": sampling_params,
+            "return_logprob": True,
+            "stream": False,
+            **self.extra_payload,
+            **(extra or {}),
+        }
+        headers: dict[str, str] = {}
+        if episode_id is not None:
+            if self.thunderagent:
+                payload["program_id"] = episode_id
+            if self.session_routing:
+                headers[ROUTING_HEADER] = episode_id
+        body = await post_json(
+            self.base_url, "/generate", payload, headers=headers, retry=self.retry
+        )
+        return parse_generate_response(body)
+
+    async def release(self, episode_id: str) -> bool:
+        """ThunderAgent's program release (no-op unless enabled); never raises."""
+        if not self.thunderagent:
+            return False
+        with contextlib.suppress(EndpointError):
+            await post_json(
+                self.base_url,
+                "/programs/release",
+                {"program_id": episode_id},
+                retry=RetryPolicy(attempts=3, timeout_s=30.0),
+            )
+            return True
+        return False
+
+
+def parse_generate_response(body: dict[str, Any]) -> Generation:
+    """Read ids, logprobs and the finish reason from an SGLang ``/generate`` answer."""
+    meta = body.get("meta_info")
+    if not isinstance(meta, dict):
+        raise EndpointError("SGLang answer has no meta_info", retryable=True)
+    finish = meta.get("finish_reason")
+    kind = finish.get("type") if isinstance(finish, dict) else finish
+    kind = str(kind) if kind else "stop"
+    entries = meta.get("output_token_logprobs")
+    if isinstance(entries, list):
+        try:
+            ids = [int(entry[1]) for entry in entries]
+            logprobs = [float(entry[0]) for entry in entries]
+        except (TypeError, ValueError, IndexError) as exc:
+            raise EndpointError(f"bad output_token_logprobs in SGLang answer: {exc}") from None
+    elif kind == "abort":
+        ids, logprobs = [], []  # an aborted call without logprobs: nothing trainable came back
+    else:
+        raise EndpointError(
+            "SGLang answer has no output_token_logprobs: the engine must honour return_logprob"
+        )
+    if kind not in ("stop", "length", "abort"):
+        kind = "stop"
+    return Generation(ids, logprobs, kind, meta)
+
+
+class OpenAIChatClient:
+    """``POST {base}/chat/completions``; returns the parsed JSON answer."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self.base_url = _base_url(base_url, "/chat/completions")
+        self.api_key = api_key
+        self.retry = retry
+
+    async def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
+        return await post_json(
+            self.base_url, "/chat/completions", payload, headers=headers, retry=self.retry
+        )
+
+
+async def shielded(coro: Any) -> Any:
+    """Run `coro` to completion even if the caller is cancelled meanwhile."""
+    return await asyncio.shield(asyncio.ensure_future(coro))

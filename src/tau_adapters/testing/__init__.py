@@ -1,0 +1,17 @@
+"""A real engine for tests and offline development (needs the ``testing`` extra: torch,
+transformers, uvicorn, starlette). Nothing here is imported by ``import tau_adapters``."""
+
+from __future__ import annotations
+
+from tau_adapters.testing.server import Fault, LoopbackEngine
+from tau_adapters.testing.tokenizer import STYLES, build_tokenizer
+from tau_adapters.tokenizer import get_tokenizer, load_tokenizer
+
+__all__ = [
+    "STYLES",
+    "Fault",
+    "LoopbackEngine",
+    "build_tokenizer",
+    "get_tokenizer",
+    "load_tokenizer",
+]

@@ -1,0 +1,115 @@
+"""A tiny randomly initialised causal LM that really samples and returns real logprobs (CPU)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Sampled:
+    ids: list[int]
+    logprobs: list[float]
+    finish: str  # "stop" or "length"
+    matched: int | None = None
+
+
+class TinyLM:
+    """A 2-layer Llama-architecture model with the tokenizer's vocabulary size, seeded."""
+
+    def __init__(self, vocab_size: int, *, seed: int = 0, hidden: int = 32, layers: int = 2):
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(seed)
+        config = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=131072,
+            tie_word_embeddings=True,
+        )
+        self.torch = torch
+        self.model = LlamaForCausalLM(config).eval()
+        self.vocab_size = vocab_size
+        self.lock = threading.Lock()
+
+    def _log_softmax(self, logits: Any, temperature: float) -> Any:
+        scale = temperature if temperature > 0 else 1.0
+        return self.torch.log_softmax(logits.float() / scale, dim=-1)
+
+    def sample(
+        self,
+        input_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = -1,
+        stop_ids: Sequence[int] = (),
+        seed: int | None = None,
+        forced: Sequence[int] | None = None,
+    ) -> Sampled:
+        """Sample (or, with `forced`, teacher-force) up to `max_new_tokens` tokens.
+
+        Logprobs are log-softmax of the logits divided by the temperature, of the token emitted.
+        """
+        torch = self.torch
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        stops = set(stop_ids)
+        ids: list[int] = []
+        logprobs: list[float] = []
+        with self.lock, torch.no_grad():
+            # Only the last position's logits: a 151k-token vocabulary over a long prompt would
+            # otherwise allocate gigabytes.
+            out = self.model(torch.tensor([list(input_ids)]), use_cache=True, logits_to_keep=1)
+            for step in range(max_new_tokens):
+                logp = self._log_softmax(out.logits[0, -1], temperature)
+                if forced is not None:
+                    if step >= len(forced):
+                        return Sampled(ids, logprobs, "stop", None)
+                    token = int(forced[step])
+                else:
+                    token = self._pick(logp, temperature, top_p, top_k, generator)
+                ids.append(token)
+                logprobs.append(float(logp[token]))
+                if token in stops:
+                    return Sampled(ids, logprobs, "stop", token)
+                out = self.model(
+                    torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True
+                )
+        if forced is not None and len(ids) >= len(forced):
+            return Sampled(ids, logprobs, "stop", None)
+        return Sampled(ids, logprobs, "length", None)
+
+    def _pick(self, logp: Any, temperature: float, top_p: float, top_k: int, gen: Any) -> int:
+        torch = self.torch
+        if temperature <= 0:
+            return int(torch.argmax(logp))
+        probs = torch.exp(logp)
+        if top_k and top_k > 0:
+            kth = torch.topk(probs, min(top_k, probs.numel())).values[-1]
+            probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
+        if top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_probs, 0) - sorted_probs < top_p
+            mask = torch.zeros_like(probs, dtype=torch.bool)
+            mask[order[keep]] = True
+            probs = torch.where(mask, probs, torch.zeros_like(probs))
+        probs = probs / probs.sum()
+        return int(torch.multinomial(probs, 1, generator=gen))
+
+    def teacher_forced_logprobs(
+        self, ids: Sequence[int], positions: Sequence[int], temperature: float = 1.0
+    ) -> list[float]:
+        """Logprob of ``ids[p]`` given ``ids[:p]`` for each position, from one forward pass."""
+        torch = self.torch
+        with self.lock, torch.no_grad():
+            logits = self.model(torch.tensor([list(ids)])).logits[0]
+            logp = self._log_softmax(logits, temperature)
+        return [float(logp[p - 1, ids[p]]) for p in positions]

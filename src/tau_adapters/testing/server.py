@@ -1,0 +1,304 @@
+"""A real HTTP engine on loopback that speaks SGLang's ``/generate`` and OpenAI's chat protocol.
+
+It stands in for a GPU inference engine (which cannot run here) and is used by the tests and for
+offline development: ``python -m tau_adapters.testing --port 30000``. Behind it is `TinyLM`, a tiny
+random model that samples for real and returns real logprobs, or, for overhead benchmarks, a
+``canned`` continuation function that answers instantly.
+
+Extensions over SGLang's protocol, for tests only:
+- ``"forced_output_ids": [...]`` in a ``/generate`` body makes the engine emit exactly those tokens
+  (teacher forcing, still with the model's logprobs), so a test can drive a scripted episode
+  through the real token path.
+- `fault_policy(endpoint, body)` may return a `Fault` to inject delays, HTTP errors, dropped
+  connections, malformed JSON or ``abort`` finish reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Fault:
+    """What to do to one request: ``delay`` (then answer), ``status`` (HTTP error), ``drop``
+    (cut the connection mid-body), ``malformed`` (invalid JSON), ``abort`` (SGLang abort)."""
+
+    kind: str
+    seconds: float = 0.0
+    status: int = 500
+
+
+FaultPolicy = Callable[[str, dict[str, Any]], "Fault | None"]
+
+
+class LoopbackEngine:
+    """SGLang-protocol server backed by a tiny model, running in a background thread."""
+
+    def __init__(
+        self,
+        tokenizer: Any = None,
+        *,
+        style: str = "chatml",
+        seed: int = 0,
+        model: Any = None,
+        canned: Callable[[list[int]], list[int]] | None = None,
+    ) -> None:
+        from tau_adapters.testing.tokenizer import build_tokenizer
+
+        self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(style)
+        self.canned = canned
+        if model is None and canned is None:
+            from tau_adapters.testing.model import TinyLM
+
+            model = TinyLM(len(self.tokenizer), seed=seed)
+        self.model = model
+        self.fault_policy: FaultPolicy | None = None
+        self.chat_responder: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+        self.requests: Counter[str] = Counter()
+        self.released: Counter[str] = Counter()
+        self.program_ids: Counter[str] = Counter()
+        self.routing_keys: Counter[str] = Counter()
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._template: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, port: int = 0) -> LoopbackEngine:
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app(), log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("loopback engine did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> LoopbackEngine:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- generation --------------------------------------------------------------------------------
+    def _generate(self, input_ids: list[int], params: dict[str, Any], forced: Any) -> Any:
+        from tau_adapters.testing.model import Sampled
+
+        max_new = int(params.get("max_new_tokens", 128))
+        stop_ids = list(params.get("stop_token_ids") or [])
+        if not params.get("ignore_eos") and self.tokenizer.eos_token_id is not None:
+            stop_ids.append(self.tokenizer.eos_token_id)
+        if self.canned is not None:
+            ids = list(self.canned(input_ids))[:max_new]
+            finish = "stop" if ids and ids[-1] in stop_ids else "length"
+            return Sampled(ids, [0.0] * len(ids), finish, ids[-1] if finish == "stop" else None)
+        return self.model.sample(
+            input_ids,
+            max_new_tokens=max_new,
+            temperature=float(params.get("temperature", 1.0)),
+            top_p=float(params.get("top_p", 1.0)),
+            top_k=int(params.get("top_k", -1)),
+            stop_ids=stop_ids,
+            seed=params.get("sampling_seed", params.get("seed")),
+            forced=forced,
+        )
+
+    # -- HTTP --------------------------------------------------------------------------------------
+    def app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse, Response
+        from starlette.routing import Route
+
+        engine = self
+
+        async def read_body(request: Request) -> dict[str, Any]:
+            try:
+                body = await request.json()
+            except Exception:
+                body = None
+            return body if isinstance(body, dict) else {}
+
+        async def apply_fault(endpoint: str, body: dict[str, Any]) -> Any:
+            fault = engine.fault_policy(endpoint, body) if engine.fault_policy else None
+            if fault is None:
+                return None
+            if fault.kind == "delay":
+                await asyncio.sleep(fault.seconds)
+                return None
+            if fault.kind == "status":
+                return JSONResponse({"error": "injected fault"}, status_code=fault.status)
+            if fault.kind == "malformed":
+                return Response(b'{"meta_info": {"finish_reason": ', media_type="application/json")
+            if fault.kind == "drop":
+                return _DroppedResponse()
+            return fault  # abort: handled by the endpoint
+
+        async def generate(request: Request) -> Any:
+            body = await read_body(request)
+            engine.requests["generate"] += 1
+            key = request.headers.get("x-smg-routing-key")
+            if key:
+                engine.routing_keys[key] += 1
+            if "program_id" in body:
+                engine.program_ids[str(body["program_id"])] += 1
+            early = await apply_fault("generate", body)
+            if early is not None and not isinstance(early, Fault):
+                return early
+            input_ids = body.get("input_ids")
+            if input_ids is None and isinstance(body.get("text"), str):
+                input_ids = engine.tokenizer.encode(body["text"], add_special_tokens=False)
+            if not isinstance(input_ids, list) or not input_ids:
+                return JSONResponse({"error": "input_ids required"}, status_code=400)
+            params = body.get("sampling_params") or {}
+            forced = body.get("forced_output_ids")
+            sampled = await asyncio.to_thread(engine._generate, input_ids, params, forced)
+            finish: dict[str, Any]
+            if isinstance(early, Fault) and early.kind == "abort":
+                cut = max(0, len(sampled.ids) // 2)
+                sampled.ids, sampled.logprobs = sampled.ids[:cut], sampled.logprobs[:cut]
+                finish = {"type": "abort", "message": "injected abort"}
+            elif sampled.finish == "stop":
+                finish = {"type": "stop", "matched": sampled.matched}
+            else:
+                finish = {"type": "length", "length": len(sampled.ids)}
+            meta: dict[str, Any] = {
+                "id": uuid.uuid4().hex,
+                "finish_reason": finish,
+                "prompt_tokens": len(input_ids),
+                "completion_tokens": len(sampled.ids),
+                "cached_tokens": 0,
+            }
+            if body.get("return_logprob"):
+                meta["output_token_logprobs"] = [
+                    [lp, tok, None] for lp, tok in zip(sampled.logprobs, sampled.ids, strict=True)
+                ]
+            text = engine.tokenizer.decode(sampled.ids, skip_special_tokens=False)
+            return JSONResponse({"text": text, "output_ids": sampled.ids, "meta_info": meta})
+
+        async def chat(request: Request) -> Any:
+            body = await read_body(request)
+            engine.requests["chat"] += 1
+            early = await apply_fault("chat", body)
+            if early is not None and not isinstance(early, Fault):
+                return early
+            scripted = engine.chat_responder(body) if engine.chat_responder else None
+            if scripted is not None:
+                message, usage = scripted, {"prompt_tokens": 0, "completion_tokens": 0}
+                finish = "tool_calls" if scripted.get("tool_calls") else "stop"
+            else:
+                message, usage, finish = await asyncio.to_thread(engine._chat, body)
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            return JSONResponse(
+                {
+                    "id": "chatcmpl-" + uuid.uuid4().hex,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model", "tiny"),
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage,
+                }
+            )
+
+        async def release(request: Request) -> Any:
+            body = await read_body(request)
+            program_id = str(body.get("program_id"))
+            engine.released[program_id] += 1
+            return JSONResponse({"program_id": program_id, "released": True})
+
+        async def health(request: Request) -> Any:
+            return JSONResponse({"status": "ok"})
+
+        async def model_info(request: Request) -> Any:
+            return JSONResponse({"model_path": "tau-adapters-tiny", "is_generation": True})
+
+        return Starlette(
+            routes=[
+                Route("/generate", generate, methods=["POST"]),
+                Route("/v1/chat/completions", chat, methods=["POST"]),
+                Route("/programs/release", release, methods=["POST"]),
+                Route("/health", health, methods=["GET"]),
+                Route("/get_model_info", model_info, methods=["GET"]),
+            ]
+        )
+
+    def _chat(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int], str]:
+        from tau_adapters.chat_template import ChatTemplate
+        from tau_adapters.parsers import HermesParser
+
+        if self._template is None:
+            self._template = ChatTemplate(self.tokenizer)
+        messages = body.get("messages") or []
+        ids = self._template.prompt_ids(messages, body.get("tools"))
+        params = {
+            "max_new_tokens": body.get("max_tokens") or body.get("max_completion_tokens") or 64,
+            "temperature": body.get("temperature", 1.0),
+            "top_p": body.get("top_p", 1.0),
+            "seed": body.get("seed"),
+        }
+        sampled = self._generate(ids, params, None)
+        visible = sampled.ids[:-1] if sampled.finish == "stop" else sampled.ids
+        parsed = HermesParser().parse(self.tokenizer.decode(visible, skip_special_tokens=True))
+        message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
+        if parsed.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:12]}",
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                }
+                for c in parsed.tool_calls
+            ]
+        finish = (
+            "length"
+            if sampled.finish == "length"
+            else ("tool_calls" if parsed.tool_calls else "stop")
+        )
+        usage = {"prompt_tokens": len(ids), "completion_tokens": len(sampled.ids)}
+        return message, usage, finish
+
+
+class _DroppedResponse:
+    """An ASGI response that promises a body and hangs up half way (a dropped connection)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"text": "', "more_body": False})

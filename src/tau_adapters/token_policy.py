@@ -1,0 +1,181 @@
+"""A policy served by SGLang's ``/generate``: token ids in, token ids and logprobs out.
+
+The prompt and each observation are tokenized with the chat template (observations as deltas);
+the model's tokens are kept exactly as the engine returned them (`Transcript`). Budgets: per-turn
+``max_new_tokens``, the episode's ``max_response_tokens`` and ``max_context_tokens``; running out
+raises `EpisodeTruncated` with the transcript intact (an observation that would not fit is not
+added).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from typing import Any
+
+from tau_adapters.chat_messages import openai_tool_calls, to_chat
+from tau_adapters.chat_template import ChatTemplate
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.engines import SGLangClient, shielded
+from tau_adapters.errors import ConfigError, EpisodeAborted, EpisodeTruncated
+from tau_adapters.http_client import RetryPolicy
+from tau_adapters.policies import MalformedTurn, assistant_message_from
+from tau_adapters.transcript import Transcript
+
+
+@functools.cache
+def load_template(
+    tokenizer_spec: str, template_path: str | None = None, template_kwargs_json: str = "{}"
+) -> ChatTemplate:
+    """Tokenizer + chat template, loaded once per process and spec."""
+    import copy
+    from pathlib import Path
+
+    from tau_adapters.tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer(tokenizer_spec)
+    name = tokenizer_spec
+    if template_path:
+        path = Path(template_path)
+        if not path.is_file():
+            raise ConfigError(f"chat_template file {template_path!r} does not exist")
+        tokenizer = copy.copy(tokenizer)
+        tokenizer.chat_template = path.read_text(encoding="utf-8")
+        name = f"{tokenizer_spec} with {path.name}"
+    return ChatTemplate(tokenizer, template_kwargs=json.loads(template_kwargs_json), name=name)
+
+
+def template_for(config: EpisodeConfig) -> ChatTemplate:
+    if not config.tokenizer:
+        raise ConfigError(
+            "token-level policies need a tokenizer: set `tokenizer` (CLI: --tokenizer PATH, a local "
+            "Hugging Face tokenizer folder, or local:chatml for the built-in test tokenizer)"
+        )
+    return load_template(
+        config.tokenizer,
+        config.chat_template,
+        json.dumps(config.chat_template_kwargs, sort_keys=True),
+    )
+
+
+def system_text(context: Any, parser: Any, template: ChatTemplate | None) -> str:
+    """The system prompt plus the parser's format instruction (and the tool schemas when the
+    template cannot take ``tools=``)."""
+    parts = [context.system_prompt, parser.format_instruction()]
+    if template is not None and not template.supports_tools:
+        schemas = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in context.tools)
+        parts.append(f"# Tools\n{schemas}")
+    return "\n\n".join(part for part in parts if part)
+
+
+class SGLangPolicy:
+    """Token-in/token-out agent against an SGLang-protocol endpoint."""
+
+    token_level = True
+
+    def __init__(
+        self,
+        url: str,
+        config: EpisodeConfig,
+        *,
+        template: ChatTemplate | None = None,
+        client: SGLangClient | None = None,
+        parser: Any = None,
+    ) -> None:
+        from tau_adapters.parsers import make_parser
+
+        self.config = config
+        self.template = template or template_for(config)
+        self.client = client or SGLangClient(
+            url,
+            retry=RetryPolicy(attempts=config.request_attempts, timeout_s=config.request_timeout_s),
+            session_routing=config.session_routing,
+            thunderagent=config.thunderagent,
+        )
+        self._parser_spec = config.parser
+        self.parser = parser or make_parser(config.parser)
+        self.episode_id = f"tau-{uuid.uuid4().hex}"
+        self.transcript: Transcript | None = None
+        self.generations = 0
+        self._previous_calls: list[dict[str, Any]] | None = None
+        self._released = False
+
+    def request_extras(self) -> dict[str, Any]:
+        """Per-request payload additions (override in subclasses, e.g. forced outputs in tests)."""
+        return {}
+
+    async def start(self, context: Any) -> None:
+        self.context = context
+        tools = context.tools if self.template.supports_tools else None
+        self.transcript = Transcript(self.template, tools=tools)
+
+    async def act(self, observation: list[Any]) -> Any:
+        transcript = self.transcript
+        assert transcript is not None, "start() first"
+        config = self.config
+        if not transcript.ids:
+            system = {
+                "role": "system",
+                "content": system_text(self.context, self.parser, self.template),
+            }
+            transcript.start([system, *to_chat(observation)])
+            self._check_budget(0)
+        else:
+            messages = to_chat(observation)
+            delta = transcript.observation_ids(messages, self._previous_calls)
+            self._check_budget(len(delta))
+            transcript.append_observation(messages, delta)
+        max_new = config.max_new_tokens
+        if config.max_response_tokens is not None:
+            max_new = min(max_new, config.max_response_tokens - transcript.response_length)
+        if config.max_context_tokens is not None:
+            max_new = min(max_new, config.max_context_tokens - len(transcript.ids))
+        if max_new <= 0:
+            raise EpisodeTruncated("token budget exhausted before the model could answer")
+        sampling = {
+            "max_new_tokens": max_new,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "stop_token_ids": sorted(self.template.stop_ids),
+            "skip_special_tokens": False,
+            "no_stop_trim": True,
+        }
+        generation = await self.client.generate(
+            list(transcript.ids), sampling, episode_id=self.episode_id, extra=self.request_extras()
+        )
+        self.generations += 1
+        text = transcript.append_model(generation.ids, generation.logprobs)
+        if generation.finish_reason == "abort":
+            raise EpisodeAborted("the engine aborted the generation")
+        if generation.finish_reason == "length":
+            raise EpisodeTruncated(f"the model turn hit the token limit ({max_new} new tokens)")
+        parsed = self.parser.parse(text)
+        if parsed.malformed:
+            self._previous_calls = None
+            return MalformedTurn(text=text, error=parsed.error or "malformed tool call")
+        message = assistant_message_from(parsed, text, turn=self.generations)
+        self._previous_calls = openai_tool_calls(message.tool_calls) if message.tool_calls else None
+        return message
+
+    def _check_budget(self, extra: int) -> None:
+        transcript = self.transcript
+        assert transcript is not None
+        config = self.config
+        if (
+            config.max_response_tokens is not None
+            and transcript.response_length + extra >= config.max_response_tokens
+        ):
+            raise EpisodeTruncated(
+                f"response-token budget of {config.max_response_tokens} exhausted"
+            )
+        if (
+            config.max_context_tokens is not None
+            and len(transcript.ids) + extra >= config.max_context_tokens
+        ):
+            raise EpisodeTruncated(f"context limit of {config.max_context_tokens} tokens reached")
+
+    async def close(self) -> None:
+        if not self._released:
+            self._released = True
+            await shielded(self.client.release(self.episode_id))
