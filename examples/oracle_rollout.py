@@ -1,6 +1,6 @@
 """One episode by hand: the message-level session that every host adapter drives.
 
-    python examples/oracle_rollout.py airline 0
+python examples/oracle_rollout.py airline 0
 """
 
 from __future__ import annotations

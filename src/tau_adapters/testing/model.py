@@ -38,6 +38,39 @@ class TinyLM:
         self.model = LlamaForCausalLM(config).eval()
         self.vocab_size = vocab_size
         self.lock = threading.Lock()
+        # Prefix cache (like an engine's radix cache): KV states of recent sequences, so that a
+        # multi-turn episode only pre-fills each turn's new tokens.
+        self._cache: list[tuple[list[int], Any]] = []
+        self.cache_entries = 32
+
+    def _prefill(self, input_ids: list[int]) -> tuple[Any, list[int]]:
+        import copy
+
+        torch = self.torch
+        best: tuple[list[int], Any] | None = None
+        for ids, cache in self._cache:
+            if len(ids) < len(input_ids) and (best is None or len(ids) > len(best[0])):
+                if input_ids[: len(ids)] == ids:
+                    best = (ids, cache)
+        if best is not None:
+            fed, cache = list(best[0]), copy.deepcopy(best[1])
+            out = self.model(
+                torch.tensor([input_ids[len(fed) :]]),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        else:
+            # Only the last position's logits: a 151k-token vocabulary over a long prompt would
+            # otherwise allocate gigabytes.
+            out = self.model(torch.tensor([input_ids]), use_cache=True, logits_to_keep=1)
+        return out, list(input_ids)
+
+    def _remember(self, fed: list[int], cache: Any) -> None:
+        import copy
+
+        self._cache.append((list(fed), copy.deepcopy(cache)))
+        del self._cache[: -self.cache_entries]
 
     def _log_softmax(self, logits: Any, temperature: float) -> Any:
         scale = temperature if temperature > 0 else 1.0
@@ -64,28 +97,65 @@ class TinyLM:
         stops = set(stop_ids)
         ids: list[int] = []
         logprobs: list[float] = []
+        if forced is not None:
+            return self._teacher_force(
+                list(input_ids), list(forced)[:max_new_tokens], stops, temperature, max_new_tokens
+            )
         with self.lock, torch.no_grad():
-            # Only the last position's logits: a 151k-token vocabulary over a long prompt would
-            # otherwise allocate gigabytes.
-            out = self.model(torch.tensor([list(input_ids)]), use_cache=True, logits_to_keep=1)
+            out, fed = self._prefill(list(input_ids))
             for step in range(max_new_tokens):
                 logp = self._log_softmax(out.logits[0, -1], temperature)
                 if forced is not None:
                     if step >= len(forced):
-                        return Sampled(ids, logprobs, "stop", None)
+                        break
                     token = int(forced[step])
                 else:
                     token = self._pick(logp, temperature, top_p, top_k, generator)
                 ids.append(token)
                 logprobs.append(float(logp[token]))
                 if token in stops:
-                    return Sampled(ids, logprobs, "stop", token)
+                    break
                 out = self.model(
                     torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True
                 )
+                fed.append(token)
+            self._remember(fed, out.past_key_values)
+        if ids and ids[-1] in stops:
+            return Sampled(ids, logprobs, "stop", ids[-1])
         if forced is not None and len(ids) >= len(forced):
             return Sampled(ids, logprobs, "stop", None)
         return Sampled(ids, logprobs, "length", None)
+
+    def _teacher_force(
+        self,
+        input_ids: list[int],
+        forced: list[int],
+        stops: set[int],
+        temperature: float,
+        max_new_tokens: int,
+    ) -> Sampled:
+        """Emit `forced` (up to the first stop token) in one forward pass, with real logprobs."""
+        torch = self.torch
+        for index, token in enumerate(forced):
+            if token in stops:
+                forced = forced[: index + 1]
+                break
+        with self.lock, torch.no_grad():
+            out, fed = self._prefill(input_ids)
+            logps = [self._log_softmax(out.logits[0, -1], temperature)]
+            if len(forced) > 1:
+                more = self.model(
+                    torch.tensor([forced[:-1]]), past_key_values=out.past_key_values, use_cache=True
+                )
+                logps.extend(self._log_softmax(more.logits[0], temperature))
+                out = more
+            logprobs = [float(logp[token]) for logp, token in zip(logps, forced, strict=True)]
+            fed.extend(forced[:-1])
+            self._remember(fed, out.past_key_values)
+        if forced and forced[-1] in stops:
+            return Sampled(forced, logprobs, "stop", forced[-1])
+        finish = "length" if len(forced) >= max_new_tokens else "stop"
+        return Sampled(forced, logprobs, finish, None)
 
     def _pick(self, logp: Any, temperature: float, top_p: float, top_k: int, gen: Any) -> int:
         torch = self.torch
@@ -110,6 +180,8 @@ class TinyLM:
         """Logprob of ``ids[p]`` given ``ids[:p]`` for each position, from one forward pass."""
         torch = self.torch
         with self.lock, torch.no_grad():
-            logits = self.model(torch.tensor([list(ids)])).logits[0]
-            logp = self._log_softmax(logits, temperature)
-        return [float(logp[p - 1, ids[p]]) for p in positions]
+            hidden = self.model.model(torch.tensor([list(ids)])).last_hidden_state[0]
+            # Project only the positions asked for (a full vocabulary x sequence matrix is huge).
+            rows = torch.tensor([p - 1 for p in positions], dtype=torch.long)
+            logp = self._log_softmax(self.model.lm_head(hidden[rows]), temperature)
+        return [float(logp[i, ids[p]]) for i, p in enumerate(positions)]

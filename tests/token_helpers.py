@@ -1,0 +1,95 @@
+"""Shared pieces for token-level tests: template styles, engines, a forced-oracle policy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.policies import OraclePolicy
+from tau_adapters.token_policy import SGLangPolicy
+
+ASSETS = Path(
+    os.environ.get("TAU_ADAPTERS_TEST_ASSETS")
+    or Path(__file__).resolve().parents[2] / "shared" / "assets"
+)
+
+#: (id, tokenizer spec, chat template file or None). Built-in styles always run; the real Qwen
+#: tokenizers/templates and the real Llama-3.1 template run when the shared assets are present.
+LOCAL_STYLES = [
+    ("local-chatml", "local:chatml", None),
+    ("local-chatml-think", "local:chatml-think", None),
+    ("local-headers", "local:headers", None),
+]
+ASSET_STYLES = [
+    ("qwen2.5", str(ASSETS / "qwen2.5-instruct"), None),
+    ("qwen3-hybrid", str(ASSETS / "qwen3-hybrid"), None),
+    (
+        "llama-3.1-template",
+        "local:headers",
+        str(ASSETS / "templates" / "llama-3.1-8b-instruct.jinja"),
+    ),
+]
+
+
+def styles() -> list[tuple[str, str, str | None]]:
+    have_assets = (ASSETS / "qwen2.5-instruct" / "vocab.json").exists()
+    if not have_assets:
+        print(f"shared tokenizer assets not found at {ASSETS}: testing built-in templates only")
+    return LOCAL_STYLES + (ASSET_STYLES if have_assets else [])
+
+
+THINK = "<think>\nCheck the policy before acting.\n</think>\n\n"
+
+
+class RecordingPolicy(SGLangPolicy):
+    """The real SGLang policy, recording every engine answer (ids and logprobs)."""
+
+    def __init__(self, url: str, config: EpisodeConfig, **kwargs: Any):
+        super().__init__(url, config, **kwargs)
+        self.generated: list[list[int]] = []
+        self.generated_logprobs: list[list[float]] = []
+        original = self.client.generate
+
+        async def generate(*args: Any, **kw: Any) -> Any:
+            result = await original(*args, **kw)
+            self.generated.append(list(result.ids))
+            self.generated_logprobs.append(list(result.logprobs))
+            return result
+
+        self.client.generate = generate  # type: ignore[method-assign]
+
+
+class ForcedOracle(RecordingPolicy):
+    """The oracle's messages, written in the parser's format and teacher-forced through the
+    engine, which returns the tiny model's real logprobs for them."""
+
+    def __init__(self, url: str, config: EpisodeConfig, *, think: bool = False, **kwargs: Any):
+        super().__init__(url, config, **kwargs)
+        self.think = think
+        self.forced: list[int] = []
+        self.texts: list[str] = []
+        self.override: dict[int, str] = {}
+
+    async def start(self, context: Any) -> None:
+        await super().start(context)
+        self.oracle = OraclePolicy()
+        await self.oracle.start(context)
+
+    async def act(self, observation: list[Any]) -> Any:
+        turn = len(self.texts)
+        if turn in self.override:
+            text = self.override[turn]
+        else:
+            message = await self.oracle.act(observation)
+            text = (THINK if self.think else "") + (message.content or "")
+            text += "".join(
+                self.parser.render_call(c.name, c.arguments) for c in message.tool_calls or []
+            )
+        self.texts.append(text)
+        self.forced = self.template.encode(text) + [self.template.eot_id]
+        return await super().act(observation)
+
+    def request_extras(self) -> dict[str, Any]:
+        return {"forced_output_ids": self.forced}
