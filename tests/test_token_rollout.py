@@ -113,7 +113,7 @@ def test_oracle_through_tokens_scores_one_with_exact_bookkeeping(setup, domain) 
 
 def test_really_sampled_episodes_keep_exact_tokens(setup) -> None:
     """No forcing: the tiny model samples freely (often non-canonical token sequences)."""
-    name, config, template, engine = setup
+    _, config, template, engine = setup
     config = config.model_copy(update={"max_new_tokens": 24, "seed": 3})
     tasks = _tasks("airline", 3)
     policies = [RecordingPolicy(engine.url, config) for _ in tasks]

@@ -88,7 +88,7 @@ class ForcedOracle(RecordingPolicy):
                 self.parser.render_call(c.name, c.arguments) for c in message.tool_calls or []
             )
         self.texts.append(text)
-        self.forced = self.template.encode(text) + [self.template.eot_id]
+        self.forced = [*self.template.encode(text), self.template.eot_id]
         return await super().act(observation)
 
     def request_extras(self) -> dict[str, Any]:

@@ -49,9 +49,9 @@ class TinyLM:
         torch = self.torch
         best: tuple[list[int], Any] | None = None
         for ids, cache in self._cache:
-            if len(ids) < len(input_ids) and (best is None or len(ids) > len(best[0])):
-                if input_ids[: len(ids)] == ids:
-                    best = (ids, cache)
+            longer = best is None or len(ids) > len(best[0])
+            if len(ids) < len(input_ids) and longer and input_ids[: len(ids)] == ids:
+                best = (ids, cache)
         if best is not None:
             fed, cache = list(best[0]), copy.deepcopy(best[1])
             out = self.model(
