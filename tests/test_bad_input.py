@@ -7,13 +7,14 @@ import json
 
 import pytest
 
-from conftest import requires_tau2
 from tau_adapters.cli import main
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.session import Session
 from tau_adapters.users import ScriptedUser
+
+from conftest import requires_tau2
 
 pytestmark = requires_tau2
 

@@ -6,10 +6,11 @@ import asyncio
 
 import pytest
 
-from conftest import requires_tau2
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.rollout import rollout
+
+from conftest import requires_tau2
 
 pytestmark = requires_tau2
 

@@ -7,12 +7,13 @@ import json
 
 import pytest
 
-from conftest import requires_tau2
 from tau_adapters.cli import main
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.evaluate import evaluate, read_rows
 from tau_adapters.plugins import hookimpl, plugin_manager
 from tau_adapters.policies import OraclePolicy
+
+from conftest import requires_tau2
 
 pytestmark = requires_tau2
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import requires_tau2
-from helpers import PerturbedOracle, is_write
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.rollout import rollout
+
+from conftest import requires_tau2
+from helpers import PerturbedOracle, is_write
 
 pytestmark = requires_tau2
 

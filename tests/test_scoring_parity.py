@@ -6,11 +6,12 @@ import asyncio
 
 import pytest
 
-from conftest import requires_tau2
-from helpers import PerturbedOracle
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.rollout import rollout
+
+from conftest import requires_tau2
+from helpers import PerturbedOracle
 
 pytestmark = requires_tau2
 

@@ -17,6 +17,7 @@ from tau_adapters.domains import get_domain
 from tau_adapters.rollout import rollout
 from tau_adapters.testing import LoopbackEngine
 from tau_adapters.token_policy import template_for
+
 from token_helpers import ForcedOracle, RecordingPolicy, styles
 
 pytestmark = requires_tau2

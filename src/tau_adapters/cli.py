@@ -73,6 +73,52 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-tasks", type=_positive_int, default=None, help="first N tasks only")
     ev.add_argument("--judge-model", default=None, help="LLM judge for NL_ASSERTION tasks")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    model = ev.add_argument_group("served policies (--policy sglang:URL | openai:URL)")
+    model.add_argument(
+        "--tokenizer",
+        default=None,
+        help="local HF tokenizer folder, or local:chatml|chatml-think|headers",
+    )
+    model.add_argument("--chat-template", default=None, help="Jinja file replacing the tokenizer's")
+    model.add_argument(
+        "--chat-template-kwargs", default=None, help='JSON, e.g. {"enable_thinking": false}'
+    )
+    model.add_argument("--model", default=None, help="model name (OpenAI-compatible endpoints)")
+    model.add_argument(
+        "--parser", default=None, help="tool-call parser: hermes, json, sglang:<name>"
+    )
+    model.add_argument("--on-malformed", choices=["observe", "end", "remove"], default=None)
+    model.add_argument("--temperature", type=float, default=None)
+    model.add_argument("--top-p", type=float, default=None)
+    model.add_argument("--max-new-tokens", type=_positive_int, default=None, help="per model turn")
+    model.add_argument(
+        "--max-response-tokens",
+        type=_positive_int,
+        default=None,
+        help="response-token budget per episode",
+    )
+    model.add_argument("--max-context-tokens", type=_positive_int, default=None)
+    model.add_argument(
+        "--check-tokens",
+        action="store_true",
+        default=None,
+        help="compare kept ids with a full re-render; result per episode",
+    )
+    model.add_argument(
+        "--thunderagent",
+        action="store_true",
+        default=None,
+        help="ThunderAgent program_id per episode, released at the end",
+    )
+    model.add_argument(
+        "--no-session-routing",
+        dest="session_routing",
+        action="store_false",
+        default=None,
+        help="do not send X-SMG-Routing-Key",
+    )
+    model.add_argument("--request-timeout", type=float, default=None, help="seconds per request")
+    model.add_argument("--request-attempts", type=_positive_int, default=None)
 
     score = commands.add_parser("score", help="re-score a trajectories.jsonl with tau2's rule")
     score.add_argument("trajectories", type=Path)
@@ -151,6 +197,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         max_errors=args.max_errors,
         seed=args.seed,
         judge_model=args.judge_model,
+        tokenizer=args.tokenizer,
+        chat_template=args.chat_template,
+        chat_template_kwargs=args.chat_template_kwargs,
+        model=args.model,
+        parser=args.parser,
+        on_malformed=args.on_malformed,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        max_response_tokens=args.max_response_tokens,
+        max_context_tokens=args.max_context_tokens,
+        check_tokens=args.check_tokens,
+        thunderagent=args.thunderagent,
+        session_routing=args.session_routing,
+        request_timeout_s=args.request_timeout,
+        request_attempts=args.request_attempts,
     )
     summary = asyncio.run(
         evaluate(
