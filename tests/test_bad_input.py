@@ -34,7 +34,10 @@ def test_unknown_domain_split_and_task_id_list_valid_values() -> None:
         (["eval", "--domain", "airlines"], "unknown domain 'airlines'"),
         (["eval", "--domain", "airline", "--split", "dev"], "valid values: train, test, base"),
         (["eval", "--domain", "airline", "--task-ids", "nope"], "unknown task id"),
-        (["eval", "--policy", "gpt-5"], "unknown policy 'gpt-5'; valid values: openai, oracle, sglang"),
+        (
+            ["eval", "--policy", "gpt-5"],
+            "unknown policy 'gpt-5'; valid values: openai, oracle, sglang",
+        ),
         (["tasks", "list", "--domain", "banking"], "unknown domain 'banking'"),
     ],
 )

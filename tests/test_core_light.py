@@ -128,5 +128,5 @@ def test_third_party_plugin_adds_a_user_by_name() -> None:
         assert isinstance(user, _EchoUser) and user.arg == "http://127.0.0.1:1/v1"
     finally:
         pm.unregister(plugin)
-    with pytest.raises(UnknownNameError, match="valid values: scripted"):
+    with pytest.raises(UnknownNameError, match="valid values: litellm, openai, scripted"):
         make_user("echo", EpisodeConfig())

@@ -44,9 +44,18 @@ def register_policies() -> dict[str, Factory]:
     return {"oracle": _oracle, "sglang": _sglang, "openai": _openai}
 
 
+def _llm_user(kind: str) -> Factory:
+    def factory(arg: str | None, config: Any) -> Any:
+        from tau_adapters.user_sim import LLMUser, make_transport
+
+        return LLMUser(make_transport(kind, arg, config), config)
+
+    return factory
+
+
 @hookimpl
 def register_users() -> dict[str, Factory]:
-    return {"scripted": _scripted}
+    return {"scripted": _scripted, "litellm": _llm_user("litellm"), "openai": _llm_user("openai")}
 
 
 @hookimpl
@@ -54,3 +63,10 @@ def register_parsers() -> dict[str, Any]:
     from tau_adapters.parsers import BUILTIN_PARSERS
 
     return dict(BUILTIN_PARSERS)
+
+
+@hookimpl
+def register_reward_shapers() -> dict[str, Any]:
+    from tau_adapters.rewards import BUILTIN_SHAPERS
+
+    return dict(BUILTIN_SHAPERS)

@@ -27,6 +27,15 @@ ENV_ALIASES: dict[str, str] = {
     "TAU2_USER": "user",
     "TAU2_POLICY": "policy",
     "TAU2_JUDGE_MODEL": "judge_model",
+    "TAU2_USER_MODEL": "user_model",
+    "TAU2_USER_API_BASE": "user_api_base",
+    "TAU2_USER_TEMPERATURE": "user_temperature",
+    "TAU2_USER_MAX_TOKENS": "user_max_tokens",
+    "TAU2_REWARD_ALPHA": "reward_alpha",
+    "TAU2_PARTIAL_ACTION_WEIGHT": "reward_action_weight",
+    "TAU2_PARTIAL_COMMUNICATE_WEIGHT": "reward_communicate_weight",
+    "TAU2_PARTIAL_ENV_ASSERTION_WEIGHT": "reward_env_assertion_weight",
+    "TAU2_PARTIAL_DB_WEIGHT": "reward_db_weight",
 }
 ENV_PREFIX = "TAU_ADAPTERS_"
 
@@ -50,6 +59,38 @@ class EpisodeConfig(BaseModel):
     judge_model: str | None = Field(
         None, description="LLM judge for tasks scored with NL_ASSERTION (none by default)."
     )
+
+    # -- the user simulator --------------------------------------------------------------------
+    user_model: str | None = Field(
+        None, description="User-simulator model (litellm name, or the served model's name)."
+    )
+    user_api_base: str | None = Field(None, description="User-simulator endpoint base URL.")
+    user_temperature: float = Field(0.0, ge=0.0)
+    user_max_tokens: int | None = Field(None, ge=1)
+    user_extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra request fields, e.g. chat_template_kwargs."
+    )
+    user_concurrency: int = Field(64, ge=1, description="Calls in flight per user endpoint.")
+    user_timeout_s: float = Field(120.0, gt=0)
+    user_attempts: int = Field(4, ge=1)
+
+    # -- reward shaping (the official reward is always kept) ------------------------------------
+    reward: str = Field("binary", description="Reward shaper: binary, partial, curriculum.")
+    reward_alpha: float = Field(0.25, ge=0.0, description="partial: weight of the partial score.")
+    reward_domain_alpha_scale: dict[str, float] = Field(
+        default_factory=lambda: {"airline": 1.0, "retail": 0.8, "telecom": 1.6},
+        description="partial: per-domain multiplier of reward_alpha ({} for none).",
+    )
+    reward_action_weight: float = Field(0.5, ge=0.0)
+    reward_communicate_weight: float = Field(0.15, ge=0.0)
+    reward_env_assertion_weight: float = Field(0.35, ge=0.0)
+    reward_db_weight: float = Field(0.0, ge=0.0)
+    curriculum_window: int = Field(16, ge=1, description="curriculum: trials remembered per task.")
+    curriculum_min_attempts: int = Field(4, ge=1)
+    curriculum_solved_threshold: float = Field(0.75, ge=0.0, le=1.0)
+    curriculum_hard_threshold: float = Field(0.25, ge=0.0, le=1.0)
+    curriculum_solved_weight: float = Field(0.5, ge=0.0)
+    curriculum_hard_weight: float = Field(0.5, ge=0.0)
 
     # -- the model side (token-level and text-level policies) ----------------------------------
     parser: str = Field("hermes", description="Tool-call parser: hermes, json, sglang:<name>.")
@@ -89,7 +130,9 @@ class EpisodeConfig(BaseModel):
     request_timeout_s: float = Field(600.0, gt=0)
     request_attempts: int = Field(4, ge=1, description="Attempts per engine request (retries+1).")
 
-    @field_validator("chat_template_kwargs", mode="before")
+    @field_validator(
+        "chat_template_kwargs", "user_extra_body", "reward_domain_alpha_scale", mode="before"
+    )
     @classmethod
     def _json_text(cls, value: Any) -> Any:
         if isinstance(value, str):

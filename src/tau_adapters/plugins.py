@@ -49,6 +49,10 @@ class HookSpecs:
         """Policies (who plays the agent) by name."""
 
     @hookspec
+    def register_reward_shapers(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """Reward shapers by name: ``factory(config) -> shaper``."""
+
+    @hookspec
     def register_parsers(self) -> dict[str, Any]:  # type: ignore[empty-body]
         """Tool-call parsers by name: ``factory(arg, tools) -> Parser``."""
 

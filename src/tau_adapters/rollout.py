@@ -21,6 +21,7 @@ from tau_adapters.errors import EpisodeSignal
 from tau_adapters.http_client import EndpointError
 from tau_adapters.plugins import make_policy, make_user
 from tau_adapters.policies import MalformedTurn
+from tau_adapters.rewards import get_shaper
 from tau_adapters.session import Session
 
 STATUSES = ("completed", "truncated", "aborted", "failed")
@@ -50,6 +51,12 @@ class Trajectory:
     rejected_turns: list[dict[str, Any]] = field(default_factory=list)
     remove_sample: bool = False
     usage: dict[str, Any] = field(default_factory=dict)
+    shaped: Any | None = None
+
+    @property
+    def shaped_reward(self) -> float:
+        """The configured shaper's reward (the official `reward` when no shaping is set)."""
+        return float(self.shaped.value) if self.shaped is not None else self.reward
 
     def to_row(self) -> dict[str, Any]:
         """The JSON line written to ``trajectories.jsonl`` (tau2's JSON for messages/reward)."""
@@ -62,6 +69,7 @@ class Trajectory:
             "status": self.status,
             "termination_reason": self.termination_reason,
             "reward": self.reward,
+            "shaped_reward": self.shaped_reward,
             "reward_info": (
                 self.reward_info.model_dump(mode="json") if self.reward_info is not None else None
             ),
@@ -75,6 +83,8 @@ class Trajectory:
         }
         if self.rejected_turns:
             row["rejected_turns"] = list(self.rejected_turns)
+        if self.shaped is not None:
+            row["reward_shaping"] = self.shaped.to_json()
         if self.usage:
             row["usage"] = dict(self.usage)
         if self.transcript is not None:
@@ -155,7 +165,7 @@ async def rollout(
                 await party.close()
     if cancelled is not None and on_cancel == "raise":
         raise cancelled
-    trajectory = _finish(session, policy, config, task, trial, seed, split, timings, remove)
+    trajectory = _finish(session, policy, user, config, task, trial, seed, split, timings, remove)
     trajectory.duration_s = time.perf_counter() - started
     return trajectory
 
@@ -163,6 +173,7 @@ async def rollout(
 def _finish(
     session: Session,
     policy: Any,
+    user: Any,
     config: EpisodeConfig,
     task: Any,
     trial: int,
@@ -203,6 +214,13 @@ def _finish(
             sampled_tokens=transcript.sampled_tokens,
         )
     usage = dict(getattr(policy, "usage", None) or {})
+    user_usage = getattr(user, "usage", None)
+    if user_usage:
+        usage["user"] = dict(user_usage)
+    shaper = get_shaper(config)
+    shaped = shaper.shape(reward_info, domain=session.domain.name, task_id=task.id, official=reward)
+    if status != "failed":  # infrastructure failures say nothing about the task's difficulty
+        shaper.observe(domain=session.domain.name, task_id=task.id, official=reward)
     return Trajectory(
         domain=session.domain.name,
         split=split,
@@ -223,4 +241,5 @@ def _finish(
         rejected_turns=list(session.rejected),
         remove_sample=remove,
         usage=usage,
+        shaped=shaped,
     )

@@ -50,6 +50,15 @@ class Tau2:
     SYSTEM_PROMPT: str
     version: str
 
+    def user_system_prompt(self, task: Any, *, with_tools: bool) -> str:
+        """tau2's user-simulator system prompt: its simulation guidelines and the task's scenario."""
+        from tau2.user import user_simulator
+
+        guidelines = user_simulator.get_global_user_sim_guidelines(use_tools=with_tools)
+        return user_simulator.SYSTEM_PROMPT.format(
+            global_user_sim_guidelines=guidelines, instructions=str(task.user_scenario)
+        )
+
     def message_adapter(self) -> Any:
         from pydantic import TypeAdapter
 
