@@ -71,7 +71,7 @@ class ScriptedUserServer:
 
 @pytest.fixture(scope="module")
 def server():
-    engine = LoopbackEngine(canned=lambda ids: [0]).start()
+    engine = LoopbackEngine(canned=lambda ids, body: [0]).start()
     yield engine
     engine.stop()
 

@@ -7,9 +7,17 @@ parts that need them. The names below are loaded on first access.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Host adapters live next to their launch recipes in ``adapters/<host>/``. A wheel installs them as
+# ``tau_adapters/<host>/`` (pyproject's force-include); in a source checkout (editable install)
+# this makes ``tau_adapters.<host>`` resolve to the same folders.
+_ADAPTERS = Path(__file__).resolve().parent.parent.parent / "adapters"
+if _ADAPTERS.is_dir():
+    __path__.append(str(_ADAPTERS))
 
 _EXPORTS = {
     "EpisodeConfig": "tau_adapters.config",

@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--domain", required=True, type=_csv, help="comma-separated domains")
     export.add_argument("--split", default=None)
     export.add_argument("--output", required=True, type=Path)
+    export.add_argument(
+        "--format",
+        default="jsonl",
+        choices=["jsonl", "slime"],
+        help="jsonl: {domain, split, task_id}; slime: {input, metadata}",
+    )
 
     ev = commands.add_parser("eval", help="run episodes and report pass^k")
     ev.add_argument(
@@ -73,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-tasks", type=_positive_int, default=None, help="first N tasks only")
     ev.add_argument("--judge-model", default=None, help="LLM judge for NL_ASSERTION tasks")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    user = ev.add_argument_group("user simulator (--user litellm:MODEL | openai:URL)")
+    user.add_argument("--user-model", default=None, help="model name at an OpenAI-compatible URL")
+    user.add_argument("--user-api-base", default=None, help="endpoint for litellm models")
+    user.add_argument("--user-temperature", type=float, default=None)
+    ev.add_argument("--reward", default=None, help="reward shaper: binary, partial, curriculum")
     model = ev.add_argument_group("served policies (--policy sglang:URL | openai:URL)")
     model.add_argument(
         "--tokenizer",
@@ -124,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("trajectories", type=Path)
     score.add_argument("--output", type=Path, default=None)
     score.add_argument("--judge-model", default=None)
+
+    report = commands.add_parser(
+        "report", help="pass^k with CIs and failures of a run, or compare two runs"
+    )
+    report.add_argument(
+        "runs", nargs="+", type=Path, help="one run directory (report) or two (A then B: compare)"
+    )
+    report.add_argument(
+        "--output", type=Path, default=None, help="folder for comparison.json (default: run B)"
+    )
     return parser
 
 
@@ -149,7 +170,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         _console().print(table)
         print(f"{len(refs)} tasks")
         return 0
-    count = export_task_refs(args.domain, args.split, args.output)
+    count = export_task_refs(args.domain, args.split, args.output, args.format)
     print(f"wrote {count} task references to {args.output}")
     return 0
 
@@ -213,6 +234,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         session_routing=args.session_routing,
         request_timeout_s=args.request_timeout,
         request_attempts=args.request_attempts,
+        user_model=args.user_model,
+        user_api_base=args.user_api_base,
+        user_temperature=args.user_temperature,
+        reward=args.reward,
     )
     summary = asyncio.run(
         evaluate(
@@ -229,6 +254,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     print_summary(summary)
     print(f"wrote {args.output / TRAJECTORIES_FILE} and {args.output / SUMMARY_FILE}")
+    try:
+        from tau_adapters.report import PLOT_FILE, REPORT_FILE, write_report
+
+        write_report(args.output)
+    except Exception as exc:  # the run itself is on disk; a failed report must not fail it
+        print(f"tau-adapters: warning: report not written: {exc}", file=sys.stderr)
+    else:
+        print(f"wrote {args.output / REPORT_FILE} and {args.output / PLOT_FILE}")
     return 0
 
 
@@ -252,10 +285,57 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tau_adapters.evaluate import TRAJECTORIES_FILE, read_rows
+    from tau_adapters.report import (
+        COMPARISON_FILE,
+        PLOT_FILE,
+        REPORT_FILE,
+        compare,
+        print_comparison,
+        print_report,
+        write_report,
+    )
+
+    runs: list[Path] = args.runs
+    if len(runs) > 2:
+        raise ConfigError(f"report takes one run directory or two to compare (got {len(runs)})")
+    if len(runs) == 1:
+        report = write_report(runs[0])
+        print_report(report, _console())
+        print(f"wrote {runs[0] / REPORT_FILE} and {runs[0] / PLOT_FILE}")
+        return 0
+    both = []
+    for run in runs:
+        if not (run / TRAJECTORIES_FILE).is_file():
+            raise ConfigError(f"{run}: no {TRAJECTORIES_FILE} (is it an `eval --output` folder?)")
+        rows = read_rows(run / TRAJECTORIES_FILE)
+        if not rows:
+            raise ConfigError(f"{run / TRAJECTORIES_FILE}: no trajectories in the file")
+        both.append(rows)
+    # Folder names label the columns; full paths only when the names alone would not tell apart.
+    labels = [run.resolve().name for run in runs]
+    if labels[0] == labels[1]:
+        labels = [str(run) for run in runs]
+    comparison = compare(both[0], both[1], label_a=labels[0], label_b=labels[1])
+    print_comparison(comparison, _console())
+    output = args.output if args.output is not None else runs[1]
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / COMPARISON_FILE
+    path.write_text(json.dumps(comparison, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"tasks": _cmd_tasks, "eval": _cmd_eval, "score": _cmd_score}
+    handlers = {
+        "tasks": _cmd_tasks,
+        "eval": _cmd_eval,
+        "score": _cmd_score,
+        "report": _cmd_report,
+    }
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

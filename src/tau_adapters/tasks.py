@@ -39,12 +39,30 @@ def list_tasks(domain: str, split: str | None = None) -> list[dict[str, str]]:
     return [ref.to_row() for ref in task_refs(domain, split)]
 
 
-def export_task_refs(domains: Sequence[str] | str, split: str | None, output: Path) -> int:
-    """Write ``{"domain", "split", "task_id"}`` JSONL rows; returns how many."""
+#: Row formats of `export_task_refs`.
+EXPORT_FORMATS = ("jsonl", "slime")
+
+
+def export_row(ref: TaskRef, fmt: str = "jsonl") -> dict[str, Any]:
+    """One dataset row. ``slime``: ``input`` (the reference as text) and ``metadata`` (the
+    reference), for slime's default ``--input-key input --metadata-key metadata``."""
+    if fmt == "slime":
+        return {"input": f"{ref.domain}/{ref.split}/{ref.task_id}", "metadata": ref.to_row()}
+    return ref.to_row()
+
+
+def export_task_refs(
+    domains: Sequence[str] | str, split: str | None, output: Path, fmt: str = "jsonl"
+) -> int:
+    """Write one JSON line per task (format `fmt`); returns how many."""
+    if fmt not in EXPORT_FORMATS:
+        from tau_adapters.errors import UnknownNameError
+
+        raise UnknownNameError("export format", fmt, EXPORT_FORMATS)
     names = [domains] if isinstance(domains, str) else list(domains)
     refs = [ref for name in names for ref in task_refs(name, split)]
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", encoding="utf-8") as stream:
         for ref in refs:
-            stream.write(json.dumps(ref.to_row()) + "\n")
+            stream.write(json.dumps(export_row(ref, fmt)) + "\n")
     return len(refs)

@@ -82,6 +82,8 @@ class SGLangPolicy:
         template: ChatTemplate | None = None,
         client: SGLangClient | None = None,
         parser: Any = None,
+        sampling: dict[str, Any] | None = None,
+        episode_id: str | None = None,
     ) -> None:
         from tau_adapters.parsers import make_parser
 
@@ -95,7 +97,10 @@ class SGLangPolicy:
         )
         self._parser_spec = config.parser
         self.parser = parser or make_parser(config.parser)
-        self.episode_id = f"tau-{uuid.uuid4().hex}"
+        #: Host sampling parameters passed through (top_k, sampling_seed, stop, ...); the policy
+        #: owns max_new_tokens (budgets) and adds the template's stop tokens.
+        self.extra_sampling = dict(sampling or {})
+        self.episode_id = episode_id or f"tau-{uuid.uuid4().hex}"
         self.transcript: Transcript | None = None
         self.generations = 0
         self._previous_calls: list[dict[str, Any]] | None = None
@@ -133,11 +138,14 @@ class SGLangPolicy:
             max_new = min(max_new, config.max_context_tokens - len(transcript.ids))
         if max_new <= 0:
             raise EpisodeTruncated("token budget exhausted before the model could answer")
+        extra = self.extra_sampling
+        stop_ids = set(self.template.stop_ids) | set(extra.get("stop_token_ids") or [])
         sampling = {
-            "max_new_tokens": max_new,
             "temperature": config.temperature,
             "top_p": config.top_p,
-            "stop_token_ids": sorted(self.template.stop_ids),
+            **{k: v for k, v in extra.items() if v is not None},
+            "max_new_tokens": max_new,
+            "stop_token_ids": sorted(stop_ids),
             "skip_special_tokens": False,
             "no_stop_trim": True,
         }

@@ -50,7 +50,7 @@ class LoopbackEngine:
         style: str = "chatml",
         seed: int = 0,
         model: Any = None,
-        canned: Callable[[list[int]], list[int]] | None = None,
+        canned: Callable[[list[int], dict[str, Any]], list[int]] | None = None,
     ) -> None:
         from tau_adapters.testing.tokenizer import build_tokenizer
 
@@ -113,7 +113,9 @@ class LoopbackEngine:
         self.stop()
 
     # -- generation --------------------------------------------------------------------------------
-    def _generate(self, input_ids: list[int], params: dict[str, Any], forced: Any) -> Any:
+    def _generate(
+        self, input_ids: list[int], params: dict[str, Any], forced: Any, body: dict[str, Any]
+    ) -> Any:
         from tau_adapters.testing.model import Sampled
 
         max_new = int(params.get("max_new_tokens", 128))
@@ -121,7 +123,7 @@ class LoopbackEngine:
         if not params.get("ignore_eos") and self.tokenizer.eos_token_id is not None:
             stop_ids.append(self.tokenizer.eos_token_id)
         if self.canned is not None:
-            ids = list(self.canned(input_ids))[:max_new]
+            ids = list(self.canned(input_ids, body))[:max_new]
             finish = "stop" if ids and ids[-1] in stop_ids else "length"
             return Sampled(ids, [0.0] * len(ids), finish, ids[-1] if finish == "stop" else None)
         return self.model.sample(
@@ -184,7 +186,10 @@ class LoopbackEngine:
                 return JSONResponse({"error": "input_ids required"}, status_code=400)
             params = body.get("sampling_params") or {}
             forced = body.get("forced_output_ids")
-            sampled = await asyncio.to_thread(engine._generate, input_ids, params, forced)
+            if engine.canned is not None:  # instant: answer on the loop, no thread hop
+                sampled = engine._generate(input_ids, params, forced, body)
+            else:
+                sampled = await asyncio.to_thread(engine._generate, input_ids, params, forced, body)
             finish: dict[str, Any]
             if isinstance(early, Fault) and early.kind == "abort":
                 cut = max(0, len(sampled.ids) // 2)
@@ -268,7 +273,7 @@ class LoopbackEngine:
             "top_p": body.get("top_p", 1.0),
             "seed": body.get("seed"),
         }
-        sampled = self._generate(ids, params, None)
+        sampled = self._generate(ids, params, None, body)
         visible = sampled.ids[:-1] if sampled.finish == "stop" else sampled.ids
         parsed = HermesParser().parse(self.tokenizer.decode(visible, skip_special_tokens=True))
         message: dict[str, Any] = {"role": "assistant", "content": parsed.content}

@@ -1,0 +1,299 @@
+"""slime types <-> tau-adapters episodes. No episode logic here: see `tau_adapters.rollout`."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.errors import ConfigError
+from tau_adapters.tasks import TaskRef
+
+#: slime sampling parameters passed through to the engine (the adapter owns max_new_tokens).
+PASSTHROUGH_SAMPLING = (
+    "top_k",
+    "min_p",
+    "sampling_seed",
+    "stop",
+    "stop_token_ids",
+    "min_new_tokens",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "spaces_between_special_tokens",
+    "custom_params",
+)
+GRPO_FAMILY = ("grpo", "gspo", "cispo", "reinforce_plus_plus_baseline")
+
+_configs: dict[int, tuple[Any, EpisodeConfig]] = {}
+
+
+def config_from_args(args: Any) -> EpisodeConfig:
+    """The episode configuration for a slime run: environment variables (the ``TAU2_*`` names
+    recipes use and ``TAU_ADAPTERS_*``) plus what slime's own arguments say (the tokenizer from
+    ``--hf-checkpoint``, ``--rollout-max-context-len``). Built once per ``args`` object."""
+    cached = _configs.get(id(args))
+    if cached is not None and cached[0] is args:
+        return cached[1]
+    overrides: dict[str, Any] = {"policy": "sglang:slime-router"}
+    base = EpisodeConfig.from_env()
+    if not base.tokenizer:
+        checkpoint = getattr(args, "hf_checkpoint", None)
+        if not checkpoint:
+            raise ConfigError(
+                "the slime adapter needs a tokenizer: pass --hf-checkpoint (slime's own flag) or "
+                "set TAU_ADAPTERS_TOKENIZER to a local Hugging Face tokenizer folder"
+            )
+        overrides["tokenizer"] = checkpoint
+    context = getattr(args, "rollout_max_context_len", None)
+    if context and not base.max_context_tokens:
+        overrides["max_context_tokens"] = int(context)
+    config = EpisodeConfig.from_env(**overrides)
+    _configs[id(args)] = (args, config)
+    return config
+
+
+def router_url(args: Any) -> str:
+    return f"http://{args.sglang_router_ip}:{args.sglang_router_port}"
+
+
+def task_ref_from_sample(sample: Any, default_split: str | None = None) -> TaskRef:
+    """The task a sample names: ``metadata`` {domain, split, task_id} (what ``tau-adapters tasks
+    export --format slime`` writes), or a ``domain/split/task_id`` prompt string."""
+    metadata = sample.metadata
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except json.JSONDecodeError:
+            metadata = {}
+    metadata = metadata if isinstance(metadata, dict) else {}
+    if "task_id" in metadata and "domain" in metadata:
+        split = metadata.get("split") or default_split
+        return TaskRef(str(metadata["domain"]), str(split), str(metadata["task_id"]))
+    prompt = sample.prompt if isinstance(sample.prompt, str) else ""
+    parts = prompt.strip().split("/")
+    if len(parts) == 3 and all(parts):
+        return TaskRef(parts[0], parts[1], parts[2])
+    raise ConfigError(
+        "a slime sample does not name a tau2 task: expected metadata {domain, split, task_id} "
+        "(write the dataset with `tau-adapters tasks export --format slime`, and keep slime's "
+        f"--metadata-key at its default 'metadata'); got metadata={metadata!r}, prompt={prompt[:80]!r}"
+    )
+
+
+def _reset(sample: Any) -> None:
+    """A retried (aborted) sample starts a fresh episode: tau2 episodes cannot resume mid-way."""
+    sample.tokens = []
+    sample.response = ""
+    sample.response_length = 0
+    sample.loss_mask = None
+    sample.rollout_log_probs = None
+    sample.reward = None
+    sample.remove_sample = False
+
+
+async def generate(
+    args: Any, sample: Any, sampling_params: dict[str, Any], evaluation: bool = False
+) -> Any:
+    """slime's custom generate function: one tau2 episode per sample."""
+    from slime.utils.types import Sample
+    from tau_adapters.rollout import rollout
+    from tau_adapters.token_policy import SGLangPolicy, template_for
+
+    config = config_from_args(args)
+    ref = task_ref_from_sample(sample, config.split)
+    budget = int(sampling_params.get("max_new_tokens") or config.max_response_tokens or 0) or None
+    if config.max_response_tokens and budget:
+        budget = min(budget, config.max_response_tokens)
+    episode = config.model_copy(
+        update={
+            "domain": ref.domain,
+            "split": ref.split,
+            "temperature": float(sampling_params.get("temperature", config.temperature)),
+            "top_p": float(sampling_params.get("top_p", config.top_p)),
+            "max_response_tokens": budget,
+        }
+    )
+    task = ref.load()
+    if sample.status != Sample.Status.PENDING or sample.response_length:
+        _reset(sample)
+    template = template_for(episode)
+    policy = SGLangPolicy(
+        router_url(args),
+        episode,
+        template=template,
+        sampling={k: sampling_params[k] for k in PASSTHROUGH_SAMPLING if k in sampling_params},
+        episode_id=getattr(sample, "session_id", None) or None,
+    )
+    trajectory = await rollout(
+        task,
+        episode,
+        policy=policy,
+        trial=int(sample.index or 0),
+        split=ref.split,
+        on_cancel="return",
+    )
+    return fill_sample(
+        sample, trajectory, template, evaluation=evaluation, episode_id=policy.episode_id
+    )
+
+
+_STATUS = {
+    "completed": "COMPLETED",
+    "truncated": "TRUNCATED",
+    "aborted": "ABORTED",
+    "failed": "FAILED",
+}
+
+
+def fill_sample(
+    sample: Any,
+    trajectory: Any,
+    template: Any,
+    *,
+    evaluation: bool = False,
+    episode_id: str | None = None,
+) -> Any:
+    """Write an episode's tokens, reward, status and metadata into a slime Sample."""
+    from slime.utils.types import Sample
+
+    transcript = trajectory.transcript
+    ids = list(transcript.ids) if transcript is not None else []
+    prompt_len = transcript.prompt_len if transcript is not None else len(ids)
+    sample.tokens = ids
+    sample.response_length = len(ids) - prompt_len
+    sample.response = template.decode(ids[prompt_len:]) if ids else ""
+    sample.loss_mask = list(transcript.loss_mask) if transcript is not None else []
+    sample.rollout_log_probs = list(transcript.logprobs) if transcript is not None else []
+    sample.reward = float(trajectory.reward)
+    sample.status = Sample.Status[_STATUS[trajectory.status]]
+    # Failed episodes (user simulator, environment, engine gave up) must not train with reward 0.
+    remove = bool(trajectory.remove_sample or trajectory.status == "failed" or not ids)
+    if remove and not evaluation:
+        sample.remove_sample = True
+        sample.loss_mask = [0] * sample.response_length
+    counts = trajectory.counts
+    metadata = dict(sample.metadata) if isinstance(sample.metadata, dict) else {}
+    metadata.update(
+        {
+            "domain": trajectory.domain,
+            "split": trajectory.split,
+            "task_id": trajectory.task_id,
+            "raw_reward": float(trajectory.reward),
+            "reward_info": (
+                trajectory.reward_info.model_dump(mode="json")
+                if trajectory.reward_info is not None
+                else None
+            ),
+            "termination_reason": trajectory.termination_reason,
+            "tau_status": trajectory.status,
+            "error": trajectory.error,
+            "remove_sample": remove,
+            "turns": counts.get("agent_turns", 0),
+            "tool_calls": counts.get("tool_calls", 0),
+            "rejected_turns": counts.get("rejected_turns", 0),
+            "prompt_tokens": counts.get("prompt_tokens", 0),
+            "response_tokens": counts.get("response_tokens", 0),
+            "sampled_tokens": counts.get("sampled_tokens", 0),
+            "timings": dict(trajectory.timings),
+            "duration_s": trajectory.duration_s,
+            "episode_id": episode_id,
+        }
+    )
+    if trajectory.usage:
+        metadata["usage"] = dict(trajectory.usage)
+    sample.metadata = metadata
+    return sample
+
+
+def reward_post_process(args: Any, samples: Sequence[Any]) -> tuple[list[float], list[float]]:
+    """``--custom-reward-post-process-path``: shaping, then GRPO group normalisation.
+
+    Returns ``(rewards, advantages_input)`` as slime expects. Removed samples get 0.0 and are
+    left out of their group's mean and std; the official reward stays in
+    ``metadata["raw_reward"]`` and the shaped one is written to ``metadata["shaped_reward"]``.
+    """
+    from tau_adapters.rewards import get_shaper
+
+    shaper = get_shaper(config_from_args(args))
+    shaped: list[float] = []
+    for sample in samples:
+        metadata = sample.metadata if isinstance(sample.metadata, dict) else {}
+        raw = metadata.get("raw_reward")
+        if raw is None:
+            value = sample.reward
+            if isinstance(value, dict):
+                value = value.get(getattr(args, "reward_key", None) or "reward", 0.0)
+            raw = float(value or 0.0)
+        result = shaper.shape(
+            metadata.get("reward_info"),
+            domain=str(metadata.get("domain", "")),
+            task_id=str(metadata.get("task_id", "")),
+            official=float(raw),
+        )
+        metadata["raw_reward"] = float(raw)
+        metadata["shaped_reward"] = result.value
+        metadata["reward_weight"] = result.weight
+        sample.metadata = metadata
+        shaped.append(float(result.value))
+    estimator = getattr(args, "advantage_estimator", "grpo")
+    if estimator not in GRPO_FAMILY or not getattr(args, "rewards_normalization", True):
+        return shaped, list(shaped)
+    use_std = estimator in ("grpo", "gspo", "cispo") and getattr(
+        args, "grpo_std_normalization", True
+    )
+    out = [0.0] * len(samples)
+    for group in _groups(args, samples):
+        kept = [i for i in group if not getattr(samples[i], "remove_sample", False)]
+        if not kept:
+            continue
+        mean = sum(shaped[i] for i in kept) / len(kept)
+        var = sum((shaped[i] - mean) ** 2 for i in kept) / (len(kept) - 1) if len(kept) > 1 else 0.0
+        std = math.sqrt(var)
+        for i in kept:
+            out[i] = (shaped[i] - mean) / (std + 1e-6) if use_std else shaped[i] - mean
+    return shaped, out
+
+
+def _groups(args: Any, samples: Sequence[Any]) -> list[list[int]]:
+    """Groups of prompts: by ``group_index`` when slime set it, else consecutive blocks of
+    ``n_samples_per_prompt`` (slime's layout)."""
+    if samples and all(getattr(s, "group_index", None) is not None for s in samples):
+        groups: dict[Any, list[int]] = {}
+        for i, sample in enumerate(samples):
+            groups.setdefault(sample.group_index, []).append(i)
+        return list(groups.values())
+    size = int(getattr(args, "n_samples_per_prompt", 1) or 1)
+    return [list(range(i, min(i + size, len(samples)))) for i in range(0, len(samples), size)]
+
+
+async def reward_func(args: Any, sample: Any, **kwargs: Any) -> Any:
+    """``--custom-rm-path``: tau2's official reward, for evaluation-only use.
+
+    A sample produced by `generate` already carries it; a sample from elsewhere must carry tau2
+    messages in ``metadata["messages"]`` (tau2 JSON) and a task reference, and is scored again.
+    Accepts a list of samples too (slime's batched reward path).
+    """
+    if isinstance(sample, list):
+        return [await reward_func(args, s, **kwargs) for s in sample]
+    metadata = sample.metadata if isinstance(sample.metadata, dict) else {}
+    if metadata.get("raw_reward") is not None:
+        return float(metadata["raw_reward"])
+    messages = metadata.get("messages")
+    if messages is None:
+        raise ConfigError(
+            "tau_adapters.slime.reward_func scores samples made by tau_adapters.slime.generate, or "
+            "samples whose metadata carries tau2 'messages' and a task reference"
+        )
+    from tau_adapters.rescore import rescore_row
+
+    ref = task_ref_from_sample(sample)
+    row = {
+        "domain": ref.domain,
+        "task_id": ref.task_id,
+        "messages": messages,
+        "termination_reason": metadata.get("termination_reason", "user_stop"),
+    }
+    return float(rescore_row(row)["reward"])
