@@ -103,6 +103,12 @@ async def generate(
     from tau_adapters.token_policy import SGLangPolicy, template_for
 
     config = config_from_args(args)
+    custom = sampling_params.get("custom_params") or {}
+    if isinstance(custom, dict) and custom.get("return_top_p_token_ids"):
+        raise ConfigError(
+            "tau_adapters.slime does not replay top-p token sets yet (slime asks for them when "
+            "--rollout-top-p is below 1.0): run with --rollout-top-p 1.0"
+        )
     ref = task_ref_from_sample(sample, config.split)
     budget = int(sampling_params.get("max_new_tokens") or config.max_response_tokens or 0) or None
     if config.max_response_tokens and budget:
@@ -160,13 +166,13 @@ def fill_sample(
     from slime.utils.types import Sample
 
     transcript = trajectory.transcript
-    ids = list(transcript.ids) if transcript is not None else []
+    ids = transcript.ids.tolist() if transcript is not None else []
     prompt_len = transcript.prompt_len if transcript is not None else len(ids)
     sample.tokens = ids
     sample.response_length = len(ids) - prompt_len
     sample.response = template.decode(ids[prompt_len:]) if ids else ""
-    sample.loss_mask = list(transcript.loss_mask) if transcript is not None else []
-    sample.rollout_log_probs = list(transcript.logprobs) if transcript is not None else []
+    sample.loss_mask = transcript.loss_mask.tolist() if transcript is not None else []
+    sample.rollout_log_probs = transcript.logprobs.tolist() if transcript is not None else []
     sample.reward = float(trajectory.reward)
     sample.status = Sample.Status[_STATUS[trajectory.status]]
     # Failed episodes (user simulator, environment, engine gave up) must not train with reward 0.

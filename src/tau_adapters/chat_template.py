@@ -12,6 +12,7 @@ cannot be extended this way, and `ChatTemplate` says so when it is built.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,7 @@ class ChatTemplate:
         name: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self._lock = threading.RLock()
         self.name = name or getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
         template = getattr(tokenizer, "chat_template", None)
         if not template:
@@ -51,7 +53,9 @@ class ChatTemplate:
         self.supports_tools = template_mentions_tools(template)
         self.template_kwargs = dict(template_kwargs or {})
         self.special_ids = self._special_ids()
+        self._prefix_cache: dict[str, list[int]] = {}
         self.eot_id, self.eot_text = self._find_end_of_turn()
+        self._deltas_need_tools: bool | None = None
         eos = getattr(tokenizer, "eos_token_id", None)
         self.stop_ids = frozenset({self.eot_id} | ({eos} if isinstance(eos, int) else set()))
 
@@ -72,17 +76,37 @@ class ChatTemplate:
         )
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        with self._lock:  # HF fast tokenizers are not safe to share between threads
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+        with self._lock:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
     # -- what the transcript needs ---------------------------------------------------------------
     def prompt_ids(
         self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
     ) -> list[int]:
-        """The prompt: the opening messages rendered with the generation prompt."""
-        return self.encode(self.render(messages, tools=tools, add_generation_prompt=True))
+        """The prompt: the opening messages rendered with the generation prompt.
+
+        The first turn (system prompt, policy, tool schemas: thousands of tokens, the same for
+        every episode of a domain) is encoded once and reused. Cutting right after a special
+        token is safe: tokenizers split added special tokens out before anything else, so the
+        two halves encode exactly as the whole does.
+        """
+        text = self.render(messages, tools=tools, add_generation_prompt=True)
+        cut = text.find(self.eot_text)
+        if cut < 0:
+            return self.encode(text)
+        cut += len(self.eot_text)
+        head = text[:cut]
+        ids = self._prefix_cache.get(head)
+        if ids is None:
+            ids = self.encode(head)
+            if len(self._prefix_cache) >= 64:
+                self._prefix_cache.pop(next(iter(self._prefix_cache)))
+            self._prefix_cache[head] = ids
+        return [*ids, *self.encode(text[cut:])]
 
     def delta_ids(
         self,
@@ -92,6 +116,8 @@ class ChatTemplate:
         previous_tool_calls: Sequence[dict[str, Any]] | None = None,
     ) -> list[int]:
         """Tokens of `new_messages` after a closed assistant turn, plus the generation prompt."""
+        if tools and not self._delta_depends_on_tools(tools):
+            tools = None  # converting dozens of tool schemas for every render is the main cost
         variants: list[dict[str, Any]] = []
         if previous_tool_calls and any(m.get("role") == "tool" for m in new_messages):
             # Some templates insist that tool results follow an assistant turn with tool calls.
@@ -135,6 +161,44 @@ class ChatTemplate:
                 f"{self.eot_text!r} when more messages followed; it cannot be extended turn by turn"
             )
         return text[close + len(self.eot_text) :]
+
+    def _delta_depends_on_tools(self, tools: Sequence[dict[str, Any]]) -> bool:
+        """Whether this template renders anything after an assistant turn differently when tools
+        are given (most put them in the system block; Mistral-style ones before the last user
+        message). Probed once with a tool result and a user message."""
+        if self._deltas_need_tools is None:
+            probe = [
+                {"role": "tool", "tool_call_id": "probe", "content": '{"ok": true}'},
+                {"role": "assistant", "content": "A"},
+                {"role": "user", "content": "B"},
+            ]
+            calls = [
+                {"id": "probe", "type": "function", "function": {"name": "f", "arguments": {}}}
+            ]
+            self._deltas_need_tools = False
+            try:
+                with_tools = self._delta_text(probe, tools, calls)
+                without = self._delta_text(probe, None, calls)
+                self._deltas_need_tools = with_tools != without
+            except Exception:
+                self._deltas_need_tools = True
+        return self._deltas_need_tools
+
+    def _delta_text(
+        self,
+        new_messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]] | None,
+        calls: Sequence[dict[str, Any]],
+    ) -> str:
+        standin = {"role": "assistant", "content": TURN_MARKER, "tool_calls": list(calls)}
+        conversation = [
+            {"role": "system", "content": _STANDIN_SYSTEM},
+            {"role": "user", "content": _STANDIN_USER},
+            standin,
+            *new_messages,
+        ]
+        text = self.render(conversation, tools=tools, add_generation_prompt=True)
+        return self._after_standin_turn(text)
 
     # -- set-up ----------------------------------------------------------------------------------
     def _special_ids(self) -> frozenset[int]:

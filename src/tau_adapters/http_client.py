@@ -1,9 +1,11 @@
 """Pooled JSON-over-HTTP with timeouts and retries: what every engine and simulator client uses.
 
-One `httpx.AsyncClient` per (base URL, event loop), shared by all episodes that talk to it.
-Connection errors, timeouts, dropped connections, 429, 5xx and unreadable bodies are retried with
-exponential backoff and jitter; other 4xx are not (they are the caller's mistake). After the last
-attempt an `EndpointError` carries the reason; callers turn it into an episode status.
+One aiohttp session per event loop, shared by all episodes (its connector pools connections per
+host without scanning the whole pool on every request, and parses HTTP in C: per-request CPU on
+the event loop is what limits hundreds of concurrent episodes). Connection errors, timeouts,
+dropped connections, 429, 5xx and unreadable bodies are retried with exponential backoff and
+jitter; other 4xx are not (they are the caller's mistake). After the last attempt an
+`EndpointError` carries the reason; callers turn it into an episode status.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tau_adapters.errors import TauAdaptersError
+from tau_adapters.scheduling import forget, per_loop
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -41,26 +44,35 @@ class RetryPolicy:
 
 DEFAULT_RETRY = RetryPolicy()
 
-_clients: dict[tuple[str, int], Any] = {}
+
+_closers: set[asyncio.Future[None]] = set()
 
 
-def shared_client(base_url: str, *, max_connections: int = 1024) -> Any:
-    """The process's AsyncClient for `base_url` on the running event loop (created on first use)."""
-    import httpx
+async def _close_at_shutdown(session: Any) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await session.close()
 
-    loop = asyncio.get_running_loop()
-    key = (base_url, id(loop))
-    client = _clients.get(key)
-    if client is None or client.is_closed:
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        client = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=None)
-        _clients[key] = client
-        # Forget clients of loops that are gone (tests and CLIs run several loops in a row).
-        for stale in [k for k in _clients if k[1] != id(loop) and k[0] == base_url]:
-            _clients.pop(stale, None)
-    return client
+
+def shared_session() -> Any:
+    """The aiohttp session of the running event loop (created on first use)."""
+    import aiohttp
+
+    def make() -> Any:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
+        session = aiohttp.ClientSession(connector=connector, json_serialize=json.dumps)
+        # asyncio.run() cancels leftover tasks before closing its loop: close the pool then.
+        closer = asyncio.ensure_future(_close_at_shutdown(session))
+        _closers.add(closer)
+        closer.add_done_callback(_closers.discard)
+        return session
+
+    session = per_loop("http-session", make)
+    if session.closed:
+        forget("http-session")
+        session = per_loop("http-session", make)
+    return session
 
 
 async def post_json(
@@ -71,39 +83,47 @@ async def post_json(
     headers: dict[str, str] | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
     rng: random.Random | None = None,
+    affinity: str | None = None,
 ) -> dict[str, Any]:
-    """POST `payload` and return the decoded JSON object, retrying transient failures."""
-    import httpx
+    """POST `payload` and return the decoded JSON object, retrying transient failures.
+
+    `affinity` (an episode id) is accepted for routing-aware callers; connections are pooled per
+    host either way.
+    """
+    import aiohttp
 
     rng = rng or random.Random()
-    client = shared_client(base_url)
+    session = shared_session()
+    url = base_url.rstrip("/") + path
+    data = json.dumps(payload, separators=(",", ":")).encode()
+    send_headers = {"content-type": "application/json", **(headers or {})}
+    timeout = aiohttp.ClientTimeout(total=retry.timeout_s)
     last = "no attempt made"
     for attempt in range(retry.attempts):
         retryable = True
         status: int | None = None
         try:
-            response = await client.post(
-                path, json=payload, headers=headers, timeout=retry.timeout_s
-            )
-            status = response.status_code
+            async with session.post(
+                url, data=data, headers=send_headers, timeout=timeout
+            ) as response:
+                status = response.status
+                raw = await response.read()
             if status >= 400:
                 retryable = status in RETRYABLE_STATUS
-                last = f"HTTP {status} from {base_url}{path}: {response.text[:200]}"
+                last = f"HTTP {status} from {url}: {raw[:200]!r}"
             else:
                 try:
-                    body = response.json()
+                    body = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    last = f"unreadable JSON from {base_url}{path}: {exc}"
+                    last = f"unreadable JSON from {url}: {exc}"
                 else:
                     if isinstance(body, dict):
                         return body
-                    last = (
-                        f"expected a JSON object from {base_url}{path}, got {type(body).__name__}"
-                    )
-        except httpx.TimeoutException as exc:
-            last = f"timeout after {retry.timeout_s}s talking to {base_url}{path} ({type(exc).__name__})"
-        except httpx.TransportError as exc:  # connect errors, dropped connections, protocol errors
-            last = f"{type(exc).__name__} talking to {base_url}{path}: {exc}"
+                    last = f"expected a JSON object from {url}, got {type(body).__name__}"
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            last = f"timeout after {retry.timeout_s}s talking to {url} ({type(exc).__name__})"
+        except aiohttp.ClientError as exc:  # connect errors, dropped connections, bad payloads
+            last = f"{type(exc).__name__} talking to {url}: {exc}"
         if not retryable:
             raise EndpointError(last, status=status, retryable=False)
         if attempt + 1 < retry.attempts:

@@ -22,6 +22,7 @@ from tau_adapters.http_client import EndpointError
 from tau_adapters.plugins import make_policy, make_user
 from tau_adapters.policies import MalformedTurn
 from tau_adapters.rewards import get_shaper
+from tau_adapters.scheduling import run_cpu
 from tau_adapters.session import Session
 
 STATUSES = ("completed", "truncated", "aborted", "failed")
@@ -165,7 +166,10 @@ async def rollout(
                 await party.close()
     if cancelled is not None and on_cancel == "raise":
         raise cancelled
-    trajectory = _finish(session, policy, user, config, task, trial, seed, split, timings, remove)
+    # Scoring replays the episode in tau2: a few milliseconds of CPU, off the event loop.
+    trajectory = await run_cpu(
+        _finish, session, policy, user, config, task, trial, seed, split, timings, remove
+    )
     trajectory.duration_s = time.perf_counter() - started
     return trajectory
 

@@ -20,6 +20,7 @@ from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.domains.tau2_backend import Tau2Domain
 from tau_adapters.prompts import system_prompt
+from tau_adapters.scheduling import run_cpu
 
 AGENT_STOP_TOKEN = "###STOP###"
 
@@ -117,7 +118,7 @@ class Session:
         state = self.task.initial_state
         history = copy.deepcopy(list(state.message_history or [])) if state is not None else []
         try:
-            self._env = self.domain.initial_environment(self.task)
+            self._env = await run_cpu(self.domain.initial_environment, self.task)
         except Exception as exc:  # a broken task or env: end the episode, don't raise
             self._finish("agent_error", f"environment set-up failed: {exc!r}", "failed")
             return []
@@ -276,7 +277,7 @@ class Session:
             if self._to is Role.USER:
                 await self._user_turn()
             else:
-                self._env_turn()
+                await run_cpu(self._env_turn)
             self._after_step()
             self._sync_env()
 

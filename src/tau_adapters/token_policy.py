@@ -19,8 +19,10 @@ from tau_adapters.chat_template import ChatTemplate
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.engines import SGLangClient, shielded
 from tau_adapters.errors import ConfigError, EpisodeAborted, EpisodeTruncated
+from tau_adapters.gc_hygiene import freeze_long_lived
 from tau_adapters.http_client import RetryPolicy
 from tau_adapters.policies import MalformedTurn, assistant_message_from
+from tau_adapters.scheduling import run_cpu
 from tau_adapters.transcript import Transcript
 
 
@@ -43,7 +45,9 @@ def load_template(
         tokenizer = copy.copy(tokenizer)
         tokenizer.chat_template = path.read_text(encoding="utf-8")
         name = f"{tokenizer_spec} with {path.name}"
-    return ChatTemplate(tokenizer, template_kwargs=json.loads(template_kwargs_json), name=name)
+    template = ChatTemplate(tokenizer, template_kwargs=json.loads(template_kwargs_json), name=name)
+    freeze_long_lived()  # transformers and the tokenizer: keep them out of every GC pass
+    return template
 
 
 def template_for(config: EpisodeConfig) -> ChatTemplate:
@@ -118,6 +122,36 @@ class SGLangPolicy:
     async def act(self, observation: list[Any]) -> Any:
         transcript = self.transcript
         assert transcript is not None, "start() first"
+        sampling = await run_cpu(self._prepare, observation)
+        generation = await self.client.generate(
+            transcript.ids.tolist(),
+            sampling,
+            episode_id=self.episode_id,
+            extra=self.request_extras(),
+        )
+        self.generations += 1
+        text, parsed = await run_cpu(self._absorb, generation, sampling["max_new_tokens"])
+        if parsed.malformed:
+            self._previous_calls = None
+            return MalformedTurn(text=text, error=parsed.error or "malformed tool call")
+        message = assistant_message_from(parsed, text, turn=self.generations)
+        self._previous_calls = openai_tool_calls(message.tool_calls) if message.tool_calls else None
+        return message
+
+    def _absorb(self, generation: Any, max_new: int) -> tuple[str, Any]:
+        """Append the sampled tokens verbatim; the turn's text and its parse."""
+        assert self.transcript is not None
+        text = self.transcript.append_model(generation.ids, generation.logprobs)
+        if generation.finish_reason == "abort":
+            raise EpisodeAborted("the engine aborted the generation")
+        if generation.finish_reason == "length":
+            raise EpisodeTruncated(f"the model turn hit the token limit ({max_new} new tokens)")
+        return text, self.parser.parse(text)
+
+    def _prepare(self, observation: list[Any]) -> dict[str, Any]:
+        """Add the observation to the transcript; the sampling parameters for the next call."""
+        transcript = self.transcript
+        assert transcript is not None
         config = self.config
         if not transcript.ids:
             system = {
@@ -149,22 +183,7 @@ class SGLangPolicy:
             "skip_special_tokens": False,
             "no_stop_trim": True,
         }
-        generation = await self.client.generate(
-            list(transcript.ids), sampling, episode_id=self.episode_id, extra=self.request_extras()
-        )
-        self.generations += 1
-        text = transcript.append_model(generation.ids, generation.logprobs)
-        if generation.finish_reason == "abort":
-            raise EpisodeAborted("the engine aborted the generation")
-        if generation.finish_reason == "length":
-            raise EpisodeTruncated(f"the model turn hit the token limit ({max_new} new tokens)")
-        parsed = self.parser.parse(text)
-        if parsed.malformed:
-            self._previous_calls = None
-            return MalformedTurn(text=text, error=parsed.error or "malformed tool call")
-        message = assistant_message_from(parsed, text, turn=self.generations)
-        self._previous_calls = openai_tool_calls(message.tool_calls) if message.tool_calls else None
-        return message
+        return sampling
 
     def _check_budget(self, extra: int) -> None:
         transcript = self.transcript

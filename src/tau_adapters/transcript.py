@@ -15,6 +15,7 @@ template or the environment wrote is a bug and makes ``ok`` false.
 from __future__ import annotations
 
 import difflib
+from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -51,9 +52,11 @@ class Transcript:
 
     template: ChatTemplate
     tools: list[dict[str, Any]] | None = None
-    ids: list[int] = field(default_factory=list)
-    loss_mask: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
+    # Typed arrays, not lists: hundreds of live episodes hold millions of token ids, and arrays
+    # are invisible to the cyclic garbage collector (no per-element traversal on each pass).
+    ids: array = field(default_factory=lambda: array("l"))
+    loss_mask: array = field(default_factory=lambda: array("b"))
+    logprobs: array = field(default_factory=lambda: array("d"))
     prompt_len: int = 0
     spans: list[Span] = field(default_factory=list)
     chat_messages: list[dict[str, Any]] = field(default_factory=list)
@@ -64,7 +67,7 @@ class Transcript:
         if self.ids:
             raise RuntimeError("transcript already started")
         prompt = self.template.prompt_ids(messages, self.tools)
-        self.ids = list(prompt)
+        self.ids = array("l", prompt)
         self.prompt_len = len(prompt)
         self.spans.append(Span("prompt", 0, len(prompt)))
         self.chat_messages = [dict(m) for m in messages]
@@ -83,7 +86,7 @@ class Transcript:
         start = len(self.ids)
         self.ids.extend(ids)
         self.loss_mask.extend([1] * len(ids))
-        self.logprobs.extend(float(x) for x in logprobs)
+        self.logprobs.extend([float(x) for x in logprobs])
         self.spans.append(Span("model", start, len(self.ids)))
         visible = ids[:-1] if ids and ids[-1] in self.template.stop_ids else ids
         text = self.template.decode(visible)
@@ -134,9 +137,9 @@ class Transcript:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ids": list(self.ids),
-            "loss_mask": list(self.loss_mask),
-            "logprobs": list(self.logprobs),
+            "ids": self.ids.tolist(),
+            "loss_mask": self.loss_mask.tolist(),
+            "logprobs": self.logprobs.tolist(),
             "prompt_len": self.prompt_len,
             "spans": [[s.kind, s.start, s.end] for s in self.spans],
         }
@@ -149,7 +152,7 @@ class Transcript:
             self.chat_messages, tools=self.tools, add_generation_prompt=ends_with_prompt
         )
         rendered = self.template.encode(text)
-        kept = self.ids
+        kept = self.ids.tolist()
         # After a final model turn the template may add a newline the model never sampled.
         if (
             not ends_with_prompt

@@ -24,17 +24,12 @@ from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains.tau2_api import api
 from tau_adapters.errors import ConfigError
 from tau_adapters.http_client import EndpointError, RetryPolicy, post_json
-
-_semaphores: dict[tuple[str, int], asyncio.Semaphore] = {}
+from tau_adapters.scheduling import per_loop
 
 
 def _limit(key: str, size: int) -> asyncio.Semaphore:
     """One semaphore per endpoint and event loop: at most `size` calls in flight."""
-    loop_key = (key, id(asyncio.get_running_loop()))
-    semaphore = _semaphores.get(loop_key)
-    if semaphore is None:
-        semaphore = _semaphores[loop_key] = asyncio.Semaphore(size)
-    return semaphore
+    return per_loop(("user-endpoint", key, size), lambda: asyncio.Semaphore(size))
 
 
 class OpenAITransport:

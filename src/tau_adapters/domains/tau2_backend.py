@@ -11,19 +11,18 @@ the entries that can differ.
 from __future__ import annotations
 
 import functools
-import gc
 import importlib
 import inspect
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from tau_adapters.domains.cow import BaseDatabase
 from tau_adapters.domains.names import resolve_domain
 from tau_adapters.domains.tau2_api import api
 from tau_adapters.errors import ConfigError, UnknownNameError
+from tau_adapters.gc_hygiene import freeze_long_lived
 
 ALL_SPLIT = "all"
 
@@ -40,18 +39,6 @@ def get_domain(name: str) -> Tau2Domain:
             backend = Tau2Domain(domain)
             _domains[domain] = backend
         return backend
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic collector for a short burst of allocation-heavy work (scoring)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _fast_toolkit_class(toolkit_cls: type, base: BaseDatabase, read_tools: frozenset[str]) -> type:
@@ -113,8 +100,7 @@ class Tau2Domain:
         self._all_tasks: list[Any] | None = None
         self._tasks_by_id: dict[str, Any] = {}
         self._splits: dict[str, list[str]] | None = None
-        gc.collect()
-        gc.freeze()  # the parsed database and templates never change: keep them out of GC scans
+        freeze_long_lived()  # the parsed database and templates never change
 
     def _read_tools(self, toolkit: Any) -> frozenset[str]:
         read = self.tau2.ToolType.READ
@@ -137,8 +123,7 @@ class Tau2Domain:
         self._tasks_by_id = {task.id: task for task in tasks}
         self._splits = splits
         self._all_tasks = tasks
-        gc.collect()
-        gc.freeze()
+        freeze_long_lived()
 
     def splits(self) -> list[str]:
         """Valid split names (plus ``all``)."""
@@ -236,14 +221,13 @@ class Tau2Domain:
             _set_judge(judge_model)
         else:
             evaluation_type = t.EvaluationType.ALL
-        with gc_paused():
-            return t.evaluate_simulation(
-                simulation=simulation,
-                task=task,
-                evaluation_type=evaluation_type,
-                solo_mode=solo_mode,
-                domain=self.scoring_name,
-            )
+        return t.evaluate_simulation(
+            simulation=simulation,
+            task=task,
+            evaluation_type=evaluation_type,
+            solo_mode=solo_mode,
+            domain=self.scoring_name,
+        )
 
 
 @functools.cache
