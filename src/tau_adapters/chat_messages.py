@@ -37,3 +37,32 @@ def to_chat(messages: Sequence[Any], *, arguments_as_text: bool = False) -> list
         elif role in ("user", "system"):
             out.append({"role": role, "content": message.content or ""})
     return out
+
+
+def tool_calls_from_openai(
+    calls: Sequence[dict[str, Any]] | None, *, requestor: str, id_prefix: str
+) -> tuple[list[Any], str | None]:
+    """tau2 `ToolCall`s from an OpenAI-style ``tool_calls`` list; ``(calls, None)``, or
+    ``([], reason)`` when a call has no name or its arguments are not a JSON object."""
+    from tau_adapters.domains.tau2_api import api
+
+    t = api()
+    out = []
+    for index, call in enumerate(calls or []):
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else (arguments or {})
+        except json.JSONDecodeError as exc:
+            return [], f"tool call arguments are not JSON: {exc.msg}"
+        if not isinstance(parsed, dict) or not function.get("name"):
+            return [], "tool call without a name or object arguments"
+        out.append(
+            t.ToolCall(
+                id=call.get("id") or f"{id_prefix}_{index}",
+                name=function["name"],
+                arguments=parsed,
+                requestor=requestor,
+            )
+        )
+    return out, None

@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-from tau_adapters.chat_messages import to_chat
+from tau_adapters.chat_messages import to_chat, tool_calls_from_openai
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains.tau2_api import api
 from tau_adapters.engines import OpenAIChatClient
@@ -69,28 +69,11 @@ class OpenAIChatPolicy:
         if choice.get("finish_reason") == "length":
             raise EpisodeTruncated("the model turn hit max_tokens")
         content = message.get("content") or None
-        calls = []
-        for index, call in enumerate(message.get("tool_calls") or []):
-            function = call.get("function") or {}
-            arguments = function.get("arguments")
-            try:
-                parsed = json.loads(arguments) if isinstance(arguments, str) else (arguments or {})
-            except json.JSONDecodeError as exc:
-                return MalformedTurn(
-                    text=str(arguments), error=f"tool call arguments are not JSON: {exc.msg}"
-                )
-            if not isinstance(parsed, dict) or not function.get("name"):
-                return MalformedTurn(
-                    text=str(call), error="tool call without a name or object arguments"
-                )
-            calls.append(
-                t.ToolCall(
-                    id=call.get("id") or f"call_{self.turns}_{index}",
-                    name=function["name"],
-                    arguments=parsed,
-                    requestor="assistant",
-                )
-            )
+        calls, error = tool_calls_from_openai(
+            message.get("tool_calls"), requestor="assistant", id_prefix=f"call_{self.turns}"
+        )
+        if error is not None:
+            return MalformedTurn(text=json.dumps(message.get("tool_calls"))[:2000], error=error)
         entry: dict[str, Any] = {"role": "assistant", "content": content or ""}
         if message.get("tool_calls"):
             entry["tool_calls"] = message["tool_calls"]

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
-from collections.abc import Sequence
 from typing import Any
 
+from tau_adapters.chat_messages import openai_tool_calls, tool_calls_from_openai
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains.tau2_api import api
 from tau_adapters.errors import ConfigError
@@ -176,7 +175,7 @@ class LLMUser:
         elif role == "user":  # the user's own earlier words (task history)
             entry: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
             if message.tool_calls:
-                entry["tool_calls"] = _openai_calls(message.tool_calls)
+                entry["tool_calls"] = openai_tool_calls(message.tool_calls, arguments_as_text=True)
             self.messages.append(entry)
 
     async def respond(self, message: Any) -> Any:
@@ -198,27 +197,14 @@ class LLMUser:
             self.usage[key] += int(usage.get(key) or 0)
         self.usage["cost"] += float(usage.get("cost") or 0.0)
         content = reply.get("content") or None
-        calls = []
-        for index, call in enumerate(reply.get("tool_calls") or []):
-            function = call.get("function") or {}
-            arguments = function.get("arguments")
-            try:
-                parsed = json.loads(arguments) if isinstance(arguments, str) else (arguments or {})
-            except json.JSONDecodeError:
-                parsed = None
-            if not isinstance(parsed, dict) or not function.get("name"):
-                raise EndpointError(f"user simulator sent a malformed tool call: {str(call)[:200]}")
-            calls.append(
-                t.ToolCall(
-                    id=call.get("id") or f"user_call_{self.usage['calls']}_{index}",
-                    name=function["name"],
-                    arguments=parsed,
-                    requestor="user",
-                )
-            )
+        calls, error = tool_calls_from_openai(
+            reply.get("tool_calls"), requestor="user", id_prefix=f"user_call_{self.usage['calls']}"
+        )
+        if error is not None:
+            raise EndpointError(f"user simulator sent a malformed tool call: {error}")
         entry: dict[str, Any] = {"role": "assistant", "content": content or ""}
         if calls:
-            entry["tool_calls"] = _openai_calls(calls)
+            entry["tool_calls"] = openai_tool_calls(calls, arguments_as_text=True)
         self.messages.append(entry)
         return t.UserMessage(
             role="user",
@@ -231,14 +217,3 @@ class LLMUser:
 
     async def close(self) -> None:
         return None
-
-
-def _openai_calls(calls: Sequence[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": c.id,
-            "type": "function",
-            "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
-        }
-        for c in calls
-    ]
