@@ -315,7 +315,7 @@ def plot_pass_hat_k(
     axes.set_title(f"pass^k: all k trials of a task succeed{band}")
     axes.set_xlabel("k (trials)")
     axes.set_ylabel("pass^k")
-    axes.set_ylim(0.0, 1.0)
+    axes.set_ylim(-0.02, 1.04)  # markers at 0 and 1 stay whole
     axes.set_xlim(0.8, max_k + 0.2)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(True, alpha=0.3)
