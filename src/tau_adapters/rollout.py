@@ -53,6 +53,8 @@ class Trajectory:
     remove_sample: bool = False
     usage: dict[str, Any] = field(default_factory=dict)
     shaped: Any | None = None
+    #: Per agent turn: seconds in the policy (engine call included) and in the environment/user.
+    turn_timings: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def shaped_reward(self) -> float:
@@ -78,6 +80,9 @@ class Trajectory:
             "duration_s": round(self.duration_s, 6),
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
             "counts": dict(self.counts),
+            "turn_timings": [
+                {k: round(v, 6) for k, v in turn.items()} for turn in self.turn_timings
+            ],
             "token_level": self.token_level,
             "remove_sample": self.remove_sample,
             "messages": [m.model_dump(mode="json") for m in self.messages],
@@ -113,6 +118,7 @@ async def rollout(
     user = user if user is not None else make_user(config.user, config)
     session = Session(task, config, user, seed=seed, domain=domain)
     timings = {"policy_s": 0.0, "env_user_s": 0.0, "score_s": 0.0}
+    turns: list[dict[str, float]] = []
     remove = False
     cancelled: asyncio.CancelledError | None = None
     try:
@@ -126,6 +132,8 @@ async def rollout(
         timings["env_user_s"] += time.perf_counter() - mark
         while not session.done:
             mark = time.perf_counter()
+            turn = {"policy_s": 0.0, "env_user_s": 0.0}
+            turns.append(turn)
             try:
                 message = await policy.act(observation)
             except EpisodeSignal as signal:
@@ -142,7 +150,8 @@ async def rollout(
                 session.fail(f"policy failed: {exc!r}")
                 break
             finally:
-                timings["policy_s"] += time.perf_counter() - mark
+                turn["policy_s"] = time.perf_counter() - mark
+                timings["policy_s"] += turn["policy_s"]
             mark = time.perf_counter()
             if isinstance(message, MalformedTurn):
                 if config.on_malformed == "observe":
@@ -154,7 +163,8 @@ async def rollout(
                     break
             else:
                 result = await session.step(message)
-            timings["env_user_s"] += time.perf_counter() - mark
+            turn["env_user_s"] = time.perf_counter() - mark
+            timings["env_user_s"] += turn["env_user_s"]
             observation = result.observation
     except asyncio.CancelledError as exc:
         session.fail("cancelled by the host", "agent_error", "aborted")
@@ -171,6 +181,7 @@ async def rollout(
         _finish, session, policy, user, config, task, trial, seed, split, timings, remove
     )
     trajectory.duration_s = time.perf_counter() - started
+    trajectory.turn_timings = turns
     return trajectory
 
 
