@@ -220,6 +220,25 @@ def test_partial_shaping_in_post_process_keeps_raw_reward(engine, tasks, monkeyp
             assert 0.0 < shaped < 0.25
 
 
+def test_top_p_replay_spans_line_up_with_the_response(engine, tasks) -> None:
+    args = slime_args(engine)
+    samples = _run(
+        args,
+        _samples(tasks[:1], group=2),
+        top_p=0.9,
+        custom_params={"return_top_p_token_ids": True},
+    )
+    for sample in samples:
+        assert sample.status == Sample.Status.COMPLETED
+        offsets, kept = sample.rollout_top_p_token_offsets, sample.rollout_top_p_token_ids
+        assert len(offsets) == sample.response_length + 1 and offsets[0] == 0
+        assert offsets[-1] == len(kept) == sum(sample.loss_mask)
+        response = sample.tokens[-sample.response_length :]
+        for i, (mask, token) in enumerate(zip(sample.loss_mask, response, strict=True)):
+            span = kept[offsets[i] : offsets[i + 1]]
+            assert span == ([token] if mask else [])  # the stand-in engine keeps the token itself
+
+
 def test_reward_func_for_evaluation(engine, tasks) -> None:
     args = slime_args(engine)
     samples = _run(args, _samples(tasks[:1], group=2))
@@ -266,3 +285,31 @@ def test_export_slime_rows(tmp_path) -> None:
 def test_which_slime(capsys) -> None:
     print(f"slime adapter tested against: {WHICH}")
     assert WHICH in ("slime", "standin")
+
+
+def test_top_p_data_in_sglang_base64_form() -> None:
+    import base64
+    from array import array
+
+    from tau_adapters.engines import Generation
+    from tau_adapters.http_client import EndpointError
+
+    def b64(values):
+        return base64.b64encode(array("i", values).tobytes()).decode("ascii")
+
+    generation = Generation(
+        ids=[5, 9],
+        logprobs=[-0.1, -0.2],
+        finish_reason="stop",
+        meta={"top_p_kept_token_ids": b64([5, 6, 9]), "top_p_kept_token_offsets": b64([0, 2, 3])},
+    )
+    assert generation.top_p_tokens() == ([5, 6, 9], [0, 2, 3])
+    bad = Generation(
+        ids=[5],
+        logprobs=[0.0],
+        finish_reason="stop",
+        meta={"top_p_token_ids": [5], "top_p_token_offsets": [0, 1, 1]},
+    )
+    with pytest.raises(EndpointError, match="does not match"):
+        bad.top_p_tokens()
+    assert Generation(ids=[1], logprobs=[0.0], finish_reason="stop").top_p_tokens() is None

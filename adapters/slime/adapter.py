@@ -92,6 +92,9 @@ def _reset(sample: Any) -> None:
     sample.rollout_log_probs = None
     sample.reward = None
     sample.remove_sample = False
+    for name in ("rollout_top_p_token_ids", "rollout_top_p_token_offsets"):
+        if hasattr(sample, name):
+            setattr(sample, name, None)
 
 
 async def generate(
@@ -104,11 +107,7 @@ async def generate(
 
     config = config_from_args(args)
     custom = sampling_params.get("custom_params") or {}
-    if isinstance(custom, dict) and custom.get("return_top_p_token_ids"):
-        raise ConfigError(
-            "tau_adapters.slime does not replay top-p token sets yet (slime asks for them when "
-            "--rollout-top-p is below 1.0): run with --rollout-top-p 1.0"
-        )
+    replay_top_p = isinstance(custom, dict) and bool(custom.get("return_top_p_token_ids"))
     ref = task_ref_from_sample(sample, config.split)
     budget = int(sampling_params.get("max_new_tokens") or config.max_response_tokens or 0) or None
     if config.max_response_tokens and budget:
@@ -141,9 +140,38 @@ async def generate(
         split=ref.split,
         on_cancel="return",
     )
-    return fill_sample(
-        sample, trajectory, template, evaluation=evaluation, episode_id=policy.episode_id
-    )
+    fill_sample(sample, trajectory, template, evaluation=evaluation, episode_id=policy.episode_id)
+    if replay_top_p and trajectory.transcript is not None and trajectory.transcript.ids:
+        ids, offsets = top_p_replay(trajectory.transcript, policy.top_p_turns)
+        sample.rollout_top_p_token_ids = ids
+        sample.rollout_top_p_token_offsets = offsets
+    return sample
+
+
+def top_p_replay(transcript: Any, turns: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """slime's top-p replay arrays over the response part: each sampled token keeps the set the
+    engine reported; template and observation tokens get empty spans (offsets has one entry more
+    than the response)."""
+    ids: list[int] = []
+    offsets = [0]
+    model_turns = iter(turns)
+    for span in transcript.spans[1:]:
+        length = span.end - span.start
+        data = next(model_turns, None) if span.kind == "model" else None
+        if span.kind == "model" and data is None and length:
+            raise ConfigError(
+                "slime asked for top-p replay (--rollout-top-p below 1.0) but the engine returned "
+                "no top-p token data: use an SGLang build that supports return_top_p_token_ids, "
+                "or --rollout-top-p 1.0"
+            )
+        if data is None:
+            offsets.extend([offsets[-1]] * length)
+            continue
+        kept, kept_offsets = data
+        base = len(ids)
+        ids.extend(kept)
+        offsets.extend(base + o for o in kept_offsets[1:])
+    return ids, offsets
 
 
 _STATUS = {

@@ -22,6 +22,41 @@ class Generation:
     finish_reason: str  # "stop" | "length" | "abort"
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def top_p_tokens(self) -> tuple[list[int], list[int]] | None:
+        """SGLang's top-p replay data for this call, if the request asked for it
+        (``custom_params.return_top_p_token_ids``): kept token ids, and offsets with one more
+        entry than sampled tokens (token i kept ``ids[offsets[i]:offsets[i + 1]]``)."""
+        ids = _int32_array(self.meta, ("top_p_token_ids", "top_p_kept_token_ids"))
+        offsets = _int32_array(self.meta, ("top_p_token_offsets", "top_p_kept_token_offsets"))
+        if ids is None or offsets is None:
+            return None
+        if len(offsets) != len(self.ids) + 1 or offsets[0] != 0 or offsets[-1] != len(ids):
+            raise EndpointError(
+                f"top-p replay data does not match the {len(self.ids)} sampled tokens "
+                f"({len(offsets)} offsets, {len(ids)} kept ids)"
+            )
+        return ids, offsets
+
+
+def _int32_array(meta: dict[str, Any], keys: tuple[str, ...]) -> list[int] | None:
+    """An int32 array from SGLang meta info: a list, raw bytes, or base64 of little-endian bytes."""
+    import base64
+    import sys
+    from array import array
+
+    value = next((meta[k] for k in keys if k in meta), None)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = base64.b64decode(value.encode("ascii"))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        out = array("i")
+        out.frombytes(bytes(value))
+        if sys.byteorder != "little":
+            out.byteswap()
+        return out.tolist()
+    return [int(v) for v in value]
+
 
 def _base_url(url: str, suffix: str) -> str:
     url = url.rstrip("/")

@@ -108,6 +108,8 @@ class SGLangPolicy:
         self.transcript: Transcript | None = None
         self.generations = 0
         self._previous_calls: list[dict[str, Any]] | None = None
+        #: Per model turn, SGLang's top-p replay data when the host asked for it (else None).
+        self.top_p_turns: list[tuple[list[int], list[int]] | None] = []
         self._released = False
 
     def request_extras(self) -> dict[str, Any]:
@@ -142,6 +144,7 @@ class SGLangPolicy:
         """Append the sampled tokens verbatim; the turn's text and its parse."""
         assert self.transcript is not None
         text = self.transcript.append_model(generation.ids, generation.logprobs)
+        self.top_p_turns.append(generation.top_p_tokens())
         if generation.finish_reason == "abort":
             raise EpisodeAborted("the engine aborted the generation")
         if generation.finish_reason == "length":

@@ -206,6 +206,11 @@ class LoopbackEngine:
                 "completion_tokens": len(sampled.ids),
                 "cached_tokens": 0,
             }
+            custom = params.get("custom_params") or {}
+            if isinstance(custom, dict) and custom.get("return_top_p_token_ids"):
+                # Stand-in nucleus: each sampled token alone (the format is what is exercised).
+                meta["top_p_token_ids"] = list(sampled.ids)
+                meta["top_p_token_offsets"] = list(range(len(sampled.ids) + 1))
             if body.get("return_logprob"):
                 meta["output_token_logprobs"] = [
                     [lp, tok, None] for lp, tok in zip(sampled.logprobs, sampled.ids, strict=True)
