@@ -118,29 +118,17 @@ class ChatTemplate:
         """Tokens of `new_messages` after a closed assistant turn, plus the generation prompt."""
         if tools and not self._delta_depends_on_tools(tools):
             tools = None  # converting dozens of tool schemas for every render is the main cost
-        variants: list[dict[str, Any]] = []
+        # Some templates insist that tool results follow an assistant turn with tool calls, others
+        # render tool calls instead of the content: try with them first, then without.
+        attempts: list[Sequence[dict[str, Any]] | None] = []
         if previous_tool_calls and any(m.get("role") == "tool" for m in new_messages):
-            # Some templates insist that tool results follow an assistant turn with tool calls.
-            variants.append(
-                {
-                    "role": "assistant",
-                    "content": TURN_MARKER,
-                    "tool_calls": list(previous_tool_calls),
-                }
-            )
-        variants.append({"role": "assistant", "content": TURN_MARKER})
+            attempts.append(previous_tool_calls)
+        attempts.append(None)
         error: TemplateError | None = None
-        for standin in variants:
-            conversation = [
-                {"role": "system", "content": _STANDIN_SYSTEM},
-                {"role": "user", "content": _STANDIN_USER},
-                standin,
-                *new_messages,
-            ]
+        for calls in attempts:
             try:
-                text = self.render(conversation, tools=tools, add_generation_prompt=True)
-                return self.encode(self._after_standin_turn(text))
-            except TemplateError as exc:  # e.g. the template renders tool calls instead of content
+                return self.encode(self._delta_text(new_messages, tools, calls))
+            except TemplateError as exc:
                 error = exc
             except Exception as exc:  # the template raised (raise_exception) for this variant
                 error = TemplateError(f"chat template of {self.name!r} failed: {exc}")
@@ -175,22 +163,27 @@ class ChatTemplate:
             calls = [
                 {"id": "probe", "type": "function", "function": {"name": "f", "arguments": {}}}
             ]
-            self._deltas_need_tools = False
-            try:
-                with_tools = self._delta_text(probe, tools, calls)
-                without = self._delta_text(probe, None, calls)
+            self._deltas_need_tools = True  # unless the probe shows otherwise
+            for standin_calls in (calls, None):
+                try:
+                    with_tools = self._delta_text(probe, tools, standin_calls)
+                    without = self._delta_text(probe, None, standin_calls)
+                except Exception:
+                    continue
                 self._deltas_need_tools = with_tools != without
-            except Exception:
-                self._deltas_need_tools = True
+                break
         return self._deltas_need_tools
 
     def _delta_text(
         self,
         new_messages: Sequence[dict[str, Any]],
         tools: Sequence[dict[str, Any]] | None,
-        calls: Sequence[dict[str, Any]],
+        calls: Sequence[dict[str, Any]] | None,
     ) -> str:
-        standin = {"role": "assistant", "content": TURN_MARKER, "tool_calls": list(calls)}
+        """The text after the stand-in assistant turn's end-of-turn token."""
+        standin: dict[str, Any] = {"role": "assistant", "content": TURN_MARKER}
+        if calls:
+            standin["tool_calls"] = list(calls)
         conversation = [
             {"role": "system", "content": _STANDIN_SYSTEM},
             {"role": "user", "content": _STANDIN_USER},

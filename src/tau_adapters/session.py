@@ -11,7 +11,7 @@ raising.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -62,7 +62,6 @@ class _Counters:
     user_turns: int = 0
     tool_calls: int = 0
     tool_errors: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class EpisodeDoneError(RuntimeError):

@@ -32,7 +32,6 @@ class Tau2:
     ToolMessage: Any
     MultiToolMessage: Any
     ToolCall: Any
-    RewardInfo: Any
     RewardType: Any
     SimulationRun: Any
     TerminationReason: Any
@@ -43,9 +42,6 @@ class Tau2:
     TRANSFER: str
     OUT_OF_SCOPE: str
     FIRST_AGENT_MESSAGE: str
-    DEFAULT_MAX_STEPS: int
-    DEFAULT_MAX_ERRORS: int
-    DEFAULT_SEED: int
     AGENT_INSTRUCTION: str
     SYSTEM_PROMPT: str
     version: str
@@ -60,9 +56,15 @@ class Tau2:
         )
 
     def message_adapter(self) -> Any:
-        from pydantic import TypeAdapter
+        """Validates a list of tau2 messages from JSON (built once)."""
+        return _message_adapter(self.Message)
 
-        return TypeAdapter(list[self.Message])  # type: ignore[name-defined]
+
+@functools.cache
+def _message_adapter(message_type: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(list[message_type])  # type: ignore[valid-type]
 
 
 @functools.cache
@@ -76,10 +78,9 @@ def api() -> Tau2:
     except ImportError:  # pragma: no cover - loguru comes with tau2
         pass
     try:
-        from tau2 import config as tau2_config
         from tau2.agent import llm_agent
         from tau2.data_model import message as msg
-        from tau2.data_model.simulation import RewardInfo, SimulationRun, TerminationReason
+        from tau2.data_model.simulation import SimulationRun, TerminationReason
         from tau2.data_model.tasks import RewardType, Task
         from tau2.environment.toolkit import ToolType
         from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
@@ -105,7 +106,6 @@ def api() -> Tau2:
         ToolMessage=msg.ToolMessage,
         MultiToolMessage=msg.MultiToolMessage,
         ToolCall=msg.ToolCall,
-        RewardInfo=RewardInfo,
         RewardType=RewardType,
         SimulationRun=SimulationRun,
         TerminationReason=TerminationReason,
@@ -116,9 +116,6 @@ def api() -> Tau2:
         TRANSFER=TRANSFER,
         OUT_OF_SCOPE=OUT_OF_SCOPE,
         FIRST_AGENT_MESSAGE=DEFAULT_FIRST_AGENT_MESSAGE.content,
-        DEFAULT_MAX_STEPS=tau2_config.DEFAULT_MAX_STEPS,
-        DEFAULT_MAX_ERRORS=tau2_config.DEFAULT_MAX_ERRORS,
-        DEFAULT_SEED=tau2_config.DEFAULT_SEED,
         AGENT_INSTRUCTION=llm_agent.AGENT_INSTRUCTION,
         SYSTEM_PROMPT=llm_agent.SYSTEM_PROMPT,
         version=ver,
