@@ -131,6 +131,32 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--request-timeout", type=float, default=None, help="seconds per request")
     model.add_argument("--request-attempts", type=_positive_int, default=None)
 
+    warm = commands.add_parser(
+        "export",
+        help="turn eval runs into warm-up data (SFT traces, rejection-sampled)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    warm.add_argument("runs", nargs="+", type=Path, help="eval run folders (or trajectories.jsonl)")
+    warm.add_argument(
+        "--format",
+        default="sft",
+        choices=["sft", "sft-tokens"],
+        help="sft: OpenAI chat messages + tools; sft-tokens: kept token ids + loss mask",
+    )
+    warm.add_argument("--output", required=True, type=Path, help="JSONL file to write")
+    warm.add_argument("--min-reward", type=float, default=1.0, help="keep rewards >= this")
+    warm.add_argument(
+        "--status", type=_csv, default="completed", help="comma-separated statuses to keep"
+    )
+    warm.add_argument(
+        "--per-task",
+        type=_positive_int,
+        default=None,
+        help="at most N episodes per task (best reward, then shortest; unset: all)",
+    )
+    warm.add_argument("--dedupe", action="store_true", help="drop identical conversations")
+    warm.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+
     score = commands.add_parser("score", help="re-score a trajectories.jsonl with tau2's rule")
     score.add_argument("trajectories", type=Path)
     score.add_argument("--output", type=Path, default=None)
@@ -327,6 +353,38 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tau_adapters.warmup import export
+
+    summary = export(
+        args.runs,
+        args.output,
+        fmt=args.format,
+        min_reward=args.min_reward,
+        statuses=args.status,
+        per_task=args.per_task,
+        dedupe=args.dedupe,
+        overwrite=args.overwrite,
+    )
+    from rich.table import Table
+
+    table = Table(title=f"export --format {args.format}")
+    for column in ("domain", "episodes read", "exported", "tasks", "tasks with a trace"):
+        table.add_column(column, justify="left" if column == "domain" else "right")
+    for domain, stats in summary.to_json()["domains"].items():
+        table.add_row(
+            domain,
+            str(stats["episodes_read"]),
+            str(stats["exported"]),
+            str(stats["tasks_seen"]),
+            str(stats["tasks_with_trace"]),
+        )
+    _console().print(table)
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items()) if v)
+    print(f"wrote {summary.written} rows to {args.output}" + (f" (skipped: {skipped})" if skipped else ""))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -335,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": _cmd_eval,
         "score": _cmd_score,
         "report": _cmd_report,
+        "export": _cmd_export,
     }
     try:
         return handlers[args.command](args)

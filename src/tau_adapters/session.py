@@ -367,3 +367,7 @@ def _user_visible(message: Any) -> bool:
     if role == "tool":
         return getattr(message, "requestor", "assistant") == "user"
     return False
+
+
+# Public name for readers of saved trajectories (warm-up export) that rebuild the agent's view.
+agent_visible = _agent_visible
