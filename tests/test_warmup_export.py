@@ -292,7 +292,9 @@ def test_sft_conversation_rerenders_to_the_kept_ids_outside_sampled_tokens(token
     assert main(["export", str(folder), "--format", "sft", "--output", str(out)]) == 0
     tokenizer = template.tokenizer
     for item, row in zip(_read(out), rows, strict=True):
-        kwargs = json.loads(json.dumps(template.template_kwargs)) if template.template_kwargs else {}
+        kwargs = (
+            json.loads(json.dumps(template.template_kwargs)) if template.template_kwargs else {}
+        )
         text = tokenizer.apply_chat_template(
             item["messages"], tools=item["tools"], tokenize=False, **kwargs
         )
@@ -313,7 +315,9 @@ def test_sft_conversation_rerenders_to_the_kept_ids_outside_sampled_tokens(token
                 inside = all(sampled[i1:i2])
             else:  # an insertion touching a sampled turn, or a trailing newline after the last
                 inside = (i1 > 0 and sampled[i1 - 1]) or (i1 < len(kept) and sampled[i1])
-                inside = inside or (i1 == len(kept) and not tokenizer.decode(rendered[j1:j2]).strip())
+                inside = inside or (
+                    i1 == len(kept) and not tokenizer.decode(rendered[j1:j2]).strip()
+                )
             assert inside, (
                 f"{tag} outside sampled tokens: kept {tokenizer.decode(kept[max(0, i1 - 5) : i2 + 5])!r}"
                 f" / rendered {tokenizer.decode(rendered[max(0, j1 - 5) : j2 + 5])!r}"

@@ -381,7 +381,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
     _console().print(table)
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items()) if v)
-    print(f"wrote {summary.written} rows to {args.output}" + (f" (skipped: {skipped})" if skipped else ""))
+    print(
+        f"wrote {summary.written} rows to {args.output}"
+        + (f" (skipped: {skipped})" if skipped else "")
+    )
     return 0
 
 

@@ -144,7 +144,9 @@ def select(
         by_task[(str(row["domain"]), str(row["task_id"]))].append((order, run, row))
     chosen: list[tuple[int, Run, dict[str, Any]]] = []
     for group in by_task.values():
-        group.sort(key=lambda item: (-float(item[2]["reward"]), _conversation_length(item[2]), item[0]))
+        group.sort(
+            key=lambda item: (-float(item[2]["reward"]), _conversation_length(item[2]), item[0])
+        )
         chosen.extend(group[:per_task])
     chosen.sort(key=lambda item: item[0])
     return [(run, row) for _, run, row in chosen]
@@ -195,7 +197,9 @@ def chat_conversation(run: Run, row: dict[str, Any]) -> tuple[list[dict[str, Any
     return chat, template
 
 
-def _use_sampled_text(chat: list[dict[str, Any]], transcript: dict[str, Any], template: Any) -> None:
+def _use_sampled_text(
+    chat: list[dict[str, Any]], transcript: dict[str, Any], template: Any
+) -> None:
     """Token level: each model turn's content becomes the text the policy sampled (tool calls in
     the parser's own format, reasoning included), so the host's template re-renders the kept
     tokens; the opening assistant turns (the greeting, a task's history) stay as they are."""
