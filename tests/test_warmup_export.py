@@ -322,3 +322,47 @@ def test_sft_conversation_rerenders_to_the_kept_ids_outside_sampled_tokens(token
                 f"{tag} outside sampled tokens: kept {tokenizer.decode(kept[max(0, i1 - 5) : i2 + 5])!r}"
                 f" / rendered {tokenizer.decode(rendered[max(0, j1 - 5) : j2 + 5])!r}"
             )
+
+
+def test_slime_sft_tokens_rollout_trains_on_the_exported_tokens(token_run, tmp_path) -> None:
+    """The rows as slime's loader hands them over (prompt = input_ids, label = loss_mask)."""
+    from types import SimpleNamespace
+
+    from slime_helpers import use_slime
+
+    use_slime()
+    from slime.utils.types import Sample
+    from tau_adapters.slime.sft_tokens import generate_rollout
+
+    folder, rows, policies, _ = token_run
+    out = tmp_path / "tokens.jsonl"
+    assert main(["export", str(folder), "--format", "sft-tokens", "--output", str(out)]) == 0
+    exported = _read(out)
+    samples = [
+        Sample(prompt=row["input_ids"], label=row["loss_mask"], metadata=row["metadata"])
+        for row in exported
+    ]
+
+    class Buffer:
+        def get_samples(self, n):
+            return [[sample] for sample in samples[:n]]
+
+    groups = generate_rollout(SimpleNamespace(rollout_batch_size=len(samples)), 0, Buffer())
+    for (sample,), row, policy in zip(groups, rows, policies, strict=True):
+        sampled = [tok for turn in policy.generated for tok in turn]
+        assert sample.tokens == row["transcript"]["ids"]
+        # The response starts at the first sampled token; the mask covers exactly the response.
+        first = row["transcript"]["ids"].index(sampled[0], row["transcript"]["prompt_len"])
+        assert sample.response_length == len(sample.tokens) - first
+        assert len(sample.loss_mask) == sample.response_length
+        assert [t for t, m in zip(sample.tokens[first:], sample.loss_mask, strict=True) if m] == (
+            sampled
+        )
+    bad = Sample(prompt=exported[0]["input_ids"], label=exported[0]["loss_mask"][:-1])
+
+    class BadBuffer:
+        def get_samples(self, n):
+            return [[bad]]
+
+    with pytest.raises(ValueError, match="--label-key loss_mask"):
+        generate_rollout(SimpleNamespace(rollout_batch_size=1), 0, BadBuffer())
