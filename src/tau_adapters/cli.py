@@ -140,10 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument(
         "--format",
         default="sft",
-        choices=["sft", "sft-tokens"],
-        help="sft: OpenAI chat messages + tools; sft-tokens: kept token ids + loss mask",
+        choices=["sft", "sft-tokens", "tau2"],
+        help="sft: OpenAI chat messages + tools; sft-tokens: kept token ids + loss mask; "
+        "tau2: tau2's own results file per domain (every episode, no selection)",
     )
-    warm.add_argument("--output", required=True, type=Path, help="JSONL file to write")
+    warm.add_argument(
+        "--output", required=True, type=Path, help="JSONL file to write (tau2: a folder)"
+    )
     warm.add_argument("--min-reward", type=float, default=1.0, help="keep rewards >= this")
     warm.add_argument(
         "--status", type=_csv, default="completed", help="comma-separated statuses to keep"
@@ -355,6 +358,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from tau_adapters.warmup import export
+
+    if args.format == "tau2":
+        from tau_adapters.tau2_results import export_tau2
+
+        written = export_tau2(args.runs, args.output, overwrite=args.overwrite)
+        for path, count in written.items():
+            print(f"wrote {count} simulations to {path} (open with: tau2 view --file {path})")
+        return 0
 
     summary = export(
         args.runs,

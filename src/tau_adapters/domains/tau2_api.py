@@ -120,3 +120,15 @@ def api() -> Tau2:
         SYSTEM_PROMPT=llm_agent.SYSTEM_PROMPT,
         version=ver,
     )
+
+
+@functools.cache
+def results_types() -> Any:
+    """tau2's run-results models (``Results``, ``Info``, ``AgentInfo``, ``UserInfo``), for writing
+    files that tau2's own tools (``tau2 view``, its metrics) open."""
+    api()  # the install hint when tau2 is missing
+    from types import SimpleNamespace
+
+    from tau2.data_model.simulation import AgentInfo, Info, Results, UserInfo
+
+    return SimpleNamespace(Results=Results, Info=Info, AgentInfo=AgentInfo, UserInfo=UserInfo)
