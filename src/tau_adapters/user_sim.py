@@ -103,6 +103,11 @@ class LiteLLMTransport:
                 )
             except Exception as exc:
                 last = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if "No module named" in str(exc):  # litellm imports optional parts lazily
+                    raise EndpointError(
+                        f"user simulator call failed: {last} (litellm needs an optional module: "
+                        "pip install 'tau-adapters[tau2]', which installs litellm[mcp])"
+                    ) from None
                 if not self._retryable(exc):
                     raise EndpointError(f"user simulator call failed: {last}") from None
                 if attempt + 1 < self.retry.attempts:
