@@ -293,26 +293,39 @@ def with_history(task: Any, history: list[Any]) -> Any:
     from tau2.data_model.tasks import InitialState
 
     copied = task.model_copy(deep=True)
-    copied.initial_state = InitialState(message_history=history)
+    state = copied.initial_state
+    copied.initial_state = InitialState(
+        initialization_data=state.initialization_data if state else None,
+        initialization_actions=state.initialization_actions if state else None,
+        message_history=history,
+    )
     return copied
 
 
-@pytest.mark.parametrize("last", ["agent", "user"])
+@pytest.mark.parametrize("last", ["agent", "user", "user_tool_result"])
 def test_message_history_reaches_the_user_as_in_tau2(server, last) -> None:
     t = api()
+    domain = "telecom" if last == "user_tool_result" else "airline"
+    base_task = telecom_task() if domain == "telecom" else airline_task()
     history = [
         t.AssistantMessage(role="assistant", content="Hi! How can I help you today?"),
-        t.UserMessage(role="user", content="I need to change a reservation."),
-        t.AssistantMessage(role="assistant", content="Sure. What is your user id?"),
+        t.UserMessage(role="user", content="I need help with my account."),
+        t.AssistantMessage(role="assistant", content="Sure. Please check your status bar."),
     ]
     if last == "user":
         history.append(t.UserMessage(role="user", content="It is mia_li_3668."))
-    task = with_history(airline_task(), history)
-    agent = agent_says("Thanks. Which reservation?")
-    replies = [text("The one to New York."), text(STOP)]
-    reference, tau2_requests, ours = both(server, "airline", task, agent, replies)
+    if last == "user_tool_result":
+        call = t.ToolCall(id="h1", name="check_status_bar", arguments={}, requestor="user")
+        env = get_domain("telecom").initial_environment(base_task)
+        result = env.get_response(call)  # the history must replay to the same result
+        history += [t.UserMessage(role="user", tool_calls=[call]), result]
+    task = with_history(base_task, history)
+    agent = agent_says("Thanks. Anything else?")
+    replies = [text("It shows no signal."), text(STOP)]
+    reference, tau2_requests, ours = both(server, domain, task, agent, replies)
+    assert not isinstance(reference, Exception), reference
     first = tau2_requests[0]["messages"]
-    contents = [m["content"] for m in first[1:]]
+    contents = [m.get("content") for m in first[1:] if m.get("content")]
     assert len(contents) == len(set(contents))  # every message once
     for trajectory, _ in ours.values():
         assert shape(trajectory.messages) == shape(reference.messages)
