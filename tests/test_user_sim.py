@@ -121,6 +121,34 @@ def test_litellm_transport_reaches_the_same_server(server, monkeypatch) -> None:
         assert trajectory.usage["user"]["calls"] >= 2
 
 
+def test_litellm_user_plays_telecom_with_its_phone_tools(server, monkeypatch) -> None:
+    """The user has tools in telecom, so litellm is called with ``tools=``: recent litellm then
+    imports `mcp`, which the ``tau2`` extra must install (issue: every episode ended user_error)."""
+    pytest.importorskip("litellm", reason="litellm is not installed")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-loopback")
+    tasks = [
+        task
+        for task in _tasks("telecom")
+        if any(a.requestor == "user" for a in task.evaluation_criteria.actions or [])
+    ][:2]
+    server.chat_responder = ScriptedUserServer(tasks)
+    config = EpisodeConfig.build(
+        domain="telecom",
+        split="test",
+        user="litellm:openai/user-sim",
+        user_api_base=f"{server.url}/v1",
+    )
+
+    async def run():
+        return await asyncio.gather(*(rollout(t, config, trial=i) for i, t in enumerate(tasks)))
+
+    trajectories = asyncio.run(run())
+    for trajectory in trajectories:
+        assert trajectory.status == "completed", trajectory.error
+        assert trajectory.reward == 1.0, (trajectory.task_id, trajectory.reward_info)
+        assert any(m.role == "user" and m.is_tool_call() for m in trajectory.messages)
+
+
 def test_recipe_environment_names_configure_the_user() -> None:
     config = EpisodeConfig.from_env(
         {

@@ -73,6 +73,9 @@ class EpisodeConfig(BaseModel):
     user_concurrency: int = Field(64, ge=1, description="Calls in flight per user endpoint.")
     user_timeout_s: float = Field(120.0, gt=0)
     user_attempts: int = Field(4, ge=1)
+    user_empty_retries: int = Field(
+        3, ge=0, description="Re-asks after an empty user reply (tau2: 3), then user_error."
+    )
 
     # -- reward shaping (the official reward is always kept) ------------------------------------
     reward: str = Field("binary", description="Reward shaper: binary, partial, curriculum.")

@@ -13,6 +13,7 @@ airline, retail and telecom task: the calibration run of the whole pipeline.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -70,14 +71,17 @@ class OraclePolicy:
         info = (criteria.communicate_info or []) if criteria is not None else []
         plan: list[Any] = []
         for index, action in enumerate(actions):
+            # Deep copies: a returned trajectory must never share a list or dict with the task's
+            # gold actions (a host editing a logged argument would change the gold answer).
+            arguments = copy.deepcopy(action.arguments)
             if action.requestor == "user":
-                text = describe_user_action(action.name, dict(action.arguments))
+                text = describe_user_action(action.name, arguments)
                 plan.append(t.AssistantMessage(role="assistant", content=text))
             else:
                 call = t.ToolCall(
                     id=f"oracle_{index}",
                     name=action.name,
-                    arguments=dict(action.arguments),
+                    arguments=arguments,
                     requestor="assistant",
                 )
                 plan.append(t.AssistantMessage(role="assistant", tool_calls=[call]))

@@ -125,7 +125,7 @@ class Session:
             message.turn_idx = None
             self._append(message)
         try:
-            await self.user.start(self.context, [m for m in history if _user_visible(m)])
+            await self.user.start(self.context, _user_history(t, history))
         except Exception as exc:
             self._finish("user_error", f"user simulator failed to start: {exc!r}", "failed")
             return []
@@ -340,6 +340,10 @@ class Session:
 
 
 def _is_user_stop(t: Any, message: Any) -> bool:
+    """tau2's `UserSimulator.is_stop`: a reply that carries tool calls is never a stop (the calls
+    run and the conversation goes on), whatever its text says."""
+    if message.is_tool_call():
+        return False
     content = message.content
     if not content:
         return False
@@ -356,6 +360,23 @@ def _agent_visible(message: Any) -> bool:
     if role == "tool":
         return getattr(message, "requestor", "assistant") == "assistant"
     return False
+
+
+def _user_history(t: Any, history: list[Any]) -> list[Any]:
+    """What the user simulator is started with when a task has a message history.
+
+    As tau2's orchestrator does it: when the last message is addressed to the user (an agent's text,
+    or the result of the user's own tool call), the user starts without it and receives it once as
+    its first message; otherwise the user starts with the whole history.
+    """
+    if not history:
+        return []
+    last = history[-1]
+    addressed_to_user = isinstance(last, t.AssistantMessage) or (
+        isinstance(last, t.ToolMessage) and last.requestor == "user"
+    )
+    shown = history[:-1] if addressed_to_user else history
+    return [m for m in shown if _user_visible(m)]
 
 
 def _user_visible(message: Any) -> bool:

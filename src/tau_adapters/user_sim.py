@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from typing import Any
 
-from tau_adapters.chat_messages import openai_tool_calls, tool_calls_from_openai
+from tau_adapters.chat_messages import tool_calls_from_openai
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains.tau2_api import api
 from tau_adapters.errors import ConfigError
@@ -102,6 +103,11 @@ class LiteLLMTransport:
                 )
             except Exception as exc:
                 last = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if "No module named" in str(exc):  # litellm imports optional parts lazily
+                    raise EndpointError(
+                        f"user simulator call failed: {last} (litellm needs an optional module: "
+                        "pip install 'tau-adapters[tau2]', which installs litellm[mcp])"
+                    ) from None
                 if not self._retryable(exc):
                     raise EndpointError(f"user simulator call failed: {last}") from None
                 if attempt + 1 < self.retry.attempts:
@@ -173,10 +179,7 @@ class LLMUser:
                     {"role": "tool", "tool_call_id": sub.id, "content": sub.content or ""}
                 )
         elif role == "user":  # the user's own earlier words (task history)
-            entry: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
-            if message.tool_calls:
-                entry["tool_calls"] = openai_tool_calls(message.tool_calls, arguments_as_text=True)
-            self.messages.append(entry)
+            self.messages.append(_own_turn(message.content, message.tool_calls))
 
     async def respond(self, message: Any) -> Any:
         t = api()
@@ -187,25 +190,33 @@ class LLMUser:
             "temperature": config.user_temperature,
             **({"seed": self.seed} if self.seed is not None else {}),
             **({"max_tokens": config.user_max_tokens} if config.user_max_tokens else {}),
-            **({"tools": self.tools} if self.tools else {}),
+            # tau2 offers the user's tools with tool_choice "auto" (its `generate`).
+            **({"tools": self.tools, "tool_choice": "auto"} if self.tools else {}),
             **config.user_extra_body,
         }
-        async with _limit(self.transport.key, config.user_concurrency):
-            reply, usage = await self.transport.complete(payload)
-        self.usage["calls"] += 1
-        for key in ("prompt_tokens", "completion_tokens"):
-            self.usage[key] += int(usage.get(key) or 0)
-        self.usage["cost"] += float(usage.get("cost") or 0.0)
-        content = reply.get("content") or None
+        # tau2 asks again when the model returns neither text nor tool calls (a thinking model
+        # that spent its budget, a flaky server): up to `user_empty_retries` more times.
+        for _ in range(config.user_empty_retries + 1):
+            async with _limit(self.transport.key, config.user_concurrency):
+                reply, usage = await self.transport.complete(payload)
+            self.usage["calls"] += 1
+            for key in ("prompt_tokens", "completion_tokens"):
+                self.usage[key] += int(usage.get(key) or 0)
+            self.usage["cost"] += float(usage.get("cost") or 0.0)
+            content = reply.get("content") or None
+            if reply.get("tool_calls") or (isinstance(content, str) and content.strip()):
+                break
+        else:
+            raise EndpointError(
+                "user simulator returned an empty reply (no text, no tool calls) "
+                f"{config.user_empty_retries + 1} times"
+            )
         calls, error = tool_calls_from_openai(
             reply.get("tool_calls"), requestor="user", id_prefix=f"user_call_{self.usage['calls']}"
         )
         if error is not None:
             raise EndpointError(f"user simulator sent a malformed tool call: {error}")
-        entry: dict[str, Any] = {"role": "assistant", "content": content or ""}
-        if calls:
-            entry["tool_calls"] = openai_tool_calls(calls, arguments_as_text=True)
-        self.messages.append(entry)
+        self.messages.append(_own_turn(content, calls))
         return t.UserMessage(
             role="user",
             content=content,
@@ -217,3 +228,21 @@ class LLMUser:
 
     async def close(self) -> None:
         return None
+
+
+def _own_turn(content: str | None, calls: Any) -> dict[str, Any]:
+    """The user's own turn as the model sees it again (role "assistant"), encoded as tau2 does:
+    no ``content`` key when the turn is only tool calls, arguments as ASCII-escaped JSON."""
+    entry: dict[str, Any] = {"role": "assistant"}
+    if content is not None or not calls:
+        entry["content"] = content or ""
+    if calls:
+        entry["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for call in calls
+        ]
+    return entry

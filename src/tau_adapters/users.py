@@ -13,6 +13,7 @@ conversation with tau2's stop token. With the oracle policy it is the offline ca
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any, Protocol, runtime_checkable
 
@@ -75,7 +76,10 @@ class ScriptedUser:
             if _mentions(text, action.name):
                 del self._pending[index]
                 call = t.ToolCall(
-                    id="", name=action.name, arguments=dict(action.arguments), requestor="user"
+                    id="",
+                    name=action.name,
+                    arguments=copy.deepcopy(action.arguments),  # never the task's own lists
+                    requestor="user",
                 )
                 return t.UserMessage(role="user", tool_calls=[call])
         return t.UserMessage(role="user", content=t.STOP)

@@ -7,6 +7,7 @@ call `api()` when tau2 is needed.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ def api() -> Tau2:
         if exc.name is not None and exc.name.split(".")[0] == "tau2":
             raise ConfigError(TAU2_INSTALL_HINT) from exc
         raise
+    _snapshot_toolkit_class_state()
     try:
         from importlib.metadata import version
 
@@ -132,3 +134,48 @@ def results_types() -> Any:
     from tau2.data_model.simulation import AgentInfo, Info, Results, UserInfo
 
     return SimpleNamespace(Results=Results, Info=Info, AgentInfo=AgentInfo, UserInfo=UserInfo)
+
+
+#: Mutable values tau2 keeps on toolkit *classes*, as they were when tau2 was first imported here.
+_CLASS_STATE: dict[type, dict[str, Any]] = {}
+
+
+def _own_class_state(cls: type) -> dict[str, Any]:
+    from pydantic import BaseModel
+
+    return {
+        name: copy.deepcopy(value)
+        for name, value in vars(cls).items()
+        if not name.startswith("__") and isinstance(value, (BaseModel, list, dict, set))
+    }
+
+
+def _snapshot_toolkit_class_state() -> None:
+    """Copy every toolkit class's mutable class attributes before any episode can change them.
+
+    tau2 keeps some per-episode state on classes: telecom's `TelecomUserTools.default_vpn_details`
+    is handed out by ``connect_vpn`` and then mutated by the ``break_vpn`` set-up action, so in a
+    plain tau2 process every later episode connects to a poor VPN. Environments built here give
+    each toolkit instance its own copy of these pristine values instead (`toolkit_class_state`).
+    """
+    from tau2.environment.toolkit import ToolKitBase
+
+    stack: list[type] = [ToolKitBase]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls not in _CLASS_STATE:
+            _CLASS_STATE[cls] = _own_class_state(cls)
+
+
+def toolkit_class_state(cls: type) -> dict[str, Any]:
+    """The pristine mutable class attributes a toolkit of class `cls` sees (most derived wins).
+    Callers copy them (deep) into each toolkit instance."""
+    state: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        own = _CLASS_STATE.get(klass)
+        if own is None:  # a class defined after tau2 was imported (ours, or a plugin's)
+            own = _CLASS_STATE.setdefault(klass, _own_class_state(klass))
+        for name, value in own.items():
+            state.setdefault(name, value)
+    return state

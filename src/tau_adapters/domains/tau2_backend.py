@@ -10,6 +10,7 @@ the entries that can differ.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import inspect
@@ -20,7 +21,7 @@ from typing import Any
 
 from tau_adapters.domains.cow import BaseDatabase
 from tau_adapters.domains.names import resolve_domain
-from tau_adapters.domains.tau2_api import api
+from tau_adapters.domains.tau2_api import api, toolkit_class_state
 from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.gc_hygiene import freeze_long_lived
 
@@ -84,8 +85,10 @@ class Tau2Domain:
         self._user_base = (
             BaseDatabase(template.user_tools.db) if template.user_tools is not None else None
         )
+        #: Tools run in share mode (tau2 labels them READ): they see base entries uncopied.
+        self.shared_read_tools = self._read_tools(template.tools)
         self._toolkit_cls = _fast_toolkit_class(
-            type(template.tools), self._base, self._read_tools(template.tools)
+            type(template.tools), self._base, self.shared_read_tools
         )
         self._user_toolkit_cls = (
             _fast_toolkit_class(
@@ -94,6 +97,13 @@ class Tau2Domain:
             if template.user_tools is not None and self._user_base is not None
             else None
         )
+        # tau2 keeps some episode state on toolkit classes (telecom's default VPN): each
+        # environment gets its own copy (see `toolkit_class_state`).
+        self._class_state = {
+            kind: toolkit_class_state(type(kit))
+            for kind, kit in (("tools", template.tools), ("user_tools", template.user_tools))
+            if kit is not None
+        }
         self.scoring_name = f"tau_adapters:{name}"
         if self.scoring_name not in t.registry.get_domains():
             t.registry.register_domain(self.environment, self.scoring_name)
@@ -165,6 +175,10 @@ class Tau2Domain:
         env.tools.__class__ = self._toolkit_cls
         if env.user_tools is not None and self._user_toolkit_cls is not None:
             env.user_tools.__class__ = self._user_toolkit_cls
+        for kind, state in self._class_state.items():
+            toolkit = getattr(env, kind, None)
+            for attribute, value in state.items():
+                setattr(toolkit, attribute, copy.deepcopy(value))
         return env
 
     def initial_environment(self, task: Any, solo_mode: bool = False) -> Any:
@@ -221,13 +235,16 @@ class Tau2Domain:
             _set_judge(judge_model)
         else:
             evaluation_type = t.EvaluationType.ALL
-        return t.evaluate_simulation(
+        reward_info = t.evaluate_simulation(
             simulation=simulation,
             task=task,
             evaluation_type=evaluation_type,
             solo_mode=solo_mode,
             domain=self.scoring_name,
         )
+        # tau2's checks hold the task's own gold objects (an ActionCheck's `action` is the task's
+        # Action): hand back a copy, so that editing a result can never change the task.
+        return copy.deepcopy(reward_info)
 
 
 @functools.cache
