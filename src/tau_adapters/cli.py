@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-tasks", type=_positive_int, default=None, help="first N tasks only")
     ev.add_argument("--judge-model", default=None, help="LLM judge for NL_ASSERTION tasks")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex = ev.add_argument_group("where episodes run (--executor ray needs the `ray` extra)")
+    ex.add_argument("--executor", choices=["local", "ray"], default="local")
+    ex.add_argument("--address", default=None, help="Ray cluster address (default: start one)")
+    ex.add_argument(
+        "--per-node-concurrency",
+        type=_positive_int,
+        default=32,
+        help="episodes at once on each Ray node (--concurrency caps the total)",
+    )
     user = ev.add_argument_group("user simulator (--user litellm:MODEL | openai:URL)")
     user.add_argument("--user-model", default=None, help="model name at an OpenAI-compatible URL")
     user.add_argument("--user-api-base", default=None, help="endpoint for litellm models")
@@ -268,19 +277,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         user_temperature=args.user_temperature,
         reward=args.reward,
     )
-    summary = asyncio.run(
-        evaluate(
-            args.domain,
-            base,
-            output=args.output,
-            split=args.split,
-            num_trials=args.num_trials,
-            concurrency=args.concurrency,
-            task_ids=args.task_ids,
-            num_tasks=args.num_tasks,
-            show_progress=not args.no_progress,
+    executor = None
+    if args.executor == "ray":
+        from tau_adapters.ray_executor import RayExecutor
+
+        executor = RayExecutor(address=args.address, per_node=args.per_node_concurrency).start()
+    try:
+        summary = asyncio.run(
+            evaluate(
+                args.domain,
+                base,
+                output=args.output,
+                split=args.split,
+                num_trials=args.num_trials,
+                concurrency=args.concurrency,
+                task_ids=args.task_ids,
+                num_tasks=args.num_tasks,
+                show_progress=not args.no_progress,
+                executor=executor,
+            )
         )
-    )
+    finally:
+        if executor is not None:
+            executor.close()
     print_summary(summary)
     print(f"wrote {args.output / TRAJECTORIES_FILE} and {args.output / SUMMARY_FILE}")
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -73,26 +73,32 @@ def plan_jobs(
     return jobs
 
 
-async def _run_job(job: Job) -> dict[str, Any]:
+async def run_job(job: Job) -> dict[str, Any]:
+    """One episode in this process, as a trajectories.jsonl row (never raises for an episode)."""
     try:
         trajectory = await rollout(job.task, job.config, trial=job.trial, split=job.split)
         return trajectory.to_row()
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # rollout does not raise for episode faults; this is a last guard
-        return Trajectory(
-            domain=job.config.domain,
-            split=job.split,
-            task_id=job.task.id,
-            trial=job.trial,
-            seed=job.config.seed + job.trial,
-            messages=[],
-            termination_reason="agent_error",
-            status="failed",
-            reward=0.0,
-            reward_info=None,
-            error=f"episode crashed: {exc!r}",
-        ).to_row()
+        return failed_row(job, f"episode crashed: {exc!r}")
+
+
+def failed_row(job: Job, reason: str) -> dict[str, Any]:
+    """The row of an episode that infrastructure lost (status ``failed``, the reason kept)."""
+    return Trajectory(
+        domain=job.config.domain,
+        split=job.split,
+        task_id=job.task.id,
+        trial=job.trial,
+        seed=job.config.seed + job.trial,
+        messages=[],
+        termination_reason="agent_error",
+        status="failed",
+        reward=0.0,
+        reward_info=None,
+        error=reason,
+    ).to_row()
 
 
 def _write_line(stream: IO[str], row: dict[str, Any]) -> None:
@@ -107,8 +113,11 @@ async def run_jobs(
     concurrency: int,
     output: Path,
     show_progress: bool = True,
+    runner: Callable[[Job], Awaitable[dict[str, Any]]] = run_job,
 ) -> list[dict[str, Any]]:
-    """Run jobs with at most `concurrency` at once; rows are appended as episodes finish."""
+    """Run jobs with at most `concurrency` at once; rows are appended as episodes finish.
+
+    `runner` runs one episode and returns its row: `run_job` here, or an executor's (Ray)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -126,7 +135,7 @@ async def run_jobs(
 
     async def guarded(job: Job) -> dict[str, Any]:
         async with semaphore:
-            return await _run_job(job)
+            return await runner(job)
 
     progress = Progress(
         TextColumn("[bold]eval[/bold]"),
@@ -194,8 +203,12 @@ async def evaluate(
     task_ids: Sequence[str] | None = None,
     num_tasks: int | None = None,
     show_progress: bool = True,
+    executor: Any | None = None,
 ) -> dict[str, Any]:
-    """Plan, run and summarise an evaluation; returns the summary written to ``summary.json``."""
+    """Plan, run and summarise an evaluation; returns the summary written to ``summary.json``.
+
+    ``executor`` (e.g. `tau_adapters.ray_executor.RayExecutor`, started) runs the episodes
+    elsewhere; rows, files and the summary are the same as a local run's."""
     jobs = plan_jobs(
         domains, base, split=split, num_trials=num_trials, task_ids=task_ids, num_tasks=num_tasks
     )
@@ -208,15 +221,23 @@ async def evaluate(
         "task_ids": list(task_ids) if task_ids else None,
         "num_tasks": num_tasks,
     }
+    if executor is not None:  # at most per-node concurrency on each node
+        concurrency = min(concurrency, executor.capacity)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     partial = True
     try:
         rows = await run_jobs(
-            jobs, concurrency=concurrency, output=output, show_progress=show_progress
+            jobs,
+            concurrency=concurrency,
+            output=output,
+            show_progress=show_progress,
+            runner=executor.run if executor is not None else run_job,
         )
         partial = False
     finally:
+        if executor is not None:
+            run_config["executor"] = executor.describe()
         if partial:  # interrupted: summarise what was written so far
             rows = read_rows(output / TRAJECTORIES_FILE)
         summary = write_summary(
