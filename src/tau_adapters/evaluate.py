@@ -15,6 +15,7 @@ from tau_adapters.domains import get_domain, resolve_domain
 from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.metrics import summarize
 from tau_adapters.plugins import make_policy, make_user
+from tau_adapters.thunderagent import ensure_router, policy_protocol
 from tau_adapters.rollout import Trajectory, rollout
 
 TRAJECTORIES_FILE = "trajectories.jsonl"
@@ -199,6 +200,9 @@ async def evaluate(
     jobs = plan_jobs(
         domains, base, split=split, num_trials=num_trials, task_ids=task_ids, num_tasks=num_tasks
     )
+    served = policy_protocol(base.policy)
+    if served is not None:  # what the endpoint is (ThunderAgent build?); refuse what cannot work
+        await ensure_router(served[1], served[0], thunderagent=base.thunderagent)
     run_config = {
         **base.model_dump(),
         "domains": list(domains),
