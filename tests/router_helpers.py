@@ -25,7 +25,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(os.environ.get("TAU_ADAPTERS_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+SHARED = Path(
+    os.environ.get("TAU_ADAPTERS_SHARED") or Path(__file__).resolve().parents[2] / "shared"
+)
 ENV_VARS = {
     "main": "TAU_ADAPTERS_THUNDERAGENT_MAIN_PYTHON",
     "tool_improve": "TAU_ADAPTERS_THUNDERAGENT_TOOL_IMPROVE_PYTHON",
@@ -88,7 +90,9 @@ class RealRouter:
         self.engine_url = engine_url
         self.host = "127.0.0.1"
         self.port = _free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix=f"thunderagent-{build}-", suffix=".log")
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the router
+            prefix=f"thunderagent-{build}-", suffix=".log"
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

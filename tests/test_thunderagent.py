@@ -19,19 +19,19 @@ from conftest import requires_tau2
 
 pytest.importorskip("torch", reason="token-level tests need the testing extra (torch)")
 
-import tau_adapters.thunderagent as ta  # noqa: E402
-from tau_adapters.chat_policy import OpenAIChatPolicy  # noqa: E402
-from tau_adapters.cli import main  # noqa: E402
-from tau_adapters.config import EpisodeConfig  # noqa: E402
-from tau_adapters.domains import get_domain  # noqa: E402
-from tau_adapters.errors import ConfigError  # noqa: E402
-from tau_adapters.http_client import relayed_client_error  # noqa: E402
-from tau_adapters.rollout import rollout  # noqa: E402
-from tau_adapters.testing import Fault, LoopbackEngine, LoopbackRouter  # noqa: E402
-from tau_adapters.token_policy import template_for  # noqa: E402
+import tau_adapters.thunderagent as ta
+from router_helpers import RealRouter, find_router
+from tau_adapters.chat_policy import OpenAIChatPolicy
+from tau_adapters.cli import main
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.domains import get_domain
+from tau_adapters.errors import ConfigError
+from tau_adapters.http_client import relayed_client_error
+from tau_adapters.rollout import rollout
+from tau_adapters.testing import Fault, LoopbackEngine, LoopbackRouter
+from tau_adapters.token_policy import template_for
 
-from router_helpers import RealRouter, find_router  # noqa: E402
-from token_helpers import ForcedOracle  # noqa: E402
+from token_helpers import ForcedOracle
 
 pytestmark = requires_tau2
 
@@ -160,7 +160,9 @@ def test_relayed_client_error_reads_thunderagents_502_detail() -> None:
     assert relayed_client_error(502, body(detail.replace("400 Bad Request", "429 Too"))) == 429
     server = "Backend generate request failed: Server error '503 Service Unavailable' for url 'x'"
     assert relayed_client_error(502, body(server)) is None
-    assert relayed_client_error(502, body("Backend generate request failed: All connection")) is None
+    assert (
+        relayed_client_error(502, body("Backend generate request failed: All connection")) is None
+    )
     assert relayed_client_error(500, body(detail)) is None
     assert relayed_client_error(502, b"<html>bad gateway</html>") is None
 
@@ -239,7 +241,9 @@ def test_engine_4xx_relayed_as_502_is_not_retried(
     engine, started, clean, which, status, engine_calls
 ) -> None:
     router = _router(started, engine, which)
-    engine.fault_policy = _faults("generate", {n: Fault("status", status=status) for n in range(2, 9)})
+    engine.fault_policy = _faults(
+        "generate", {n: Fault("status", status=status) for n in range(2, 9)}
+    )
     config = _config(request_attempts=4)
     policy = ForcedOracle(router.url, config)
     before = engine.requests["generate"]

@@ -15,8 +15,8 @@ from tau_adapters.domains import get_domain, resolve_domain
 from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.metrics import summarize
 from tau_adapters.plugins import make_policy, make_user
-from tau_adapters.thunderagent import ensure_router, policy_protocol
 from tau_adapters.rollout import Trajectory, rollout
+from tau_adapters.thunderagent import ensure_router, policy_protocol
 
 TRAJECTORIES_FILE = "trajectories.jsonl"
 SUMMARY_FILE = "summary.json"

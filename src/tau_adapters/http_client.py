@@ -160,9 +160,7 @@ async def post_json(
     raise EndpointError(f"{last} (gave up after {retry.attempts} attempts)", retryable=True)
 
 
-async def get_json(
-    base_url: str, path: str, *, timeout_s: float = 10.0
-) -> tuple[int | None, Any]:
+async def get_json(base_url: str, path: str, *, timeout_s: float = 10.0) -> tuple[int | None, Any]:
     """One GET, no retries (for start-up probes): ``(status, decoded JSON or None)``, or
     ``(None, reason)`` when the server could not be reached."""
     import aiohttp
