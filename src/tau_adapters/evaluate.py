@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,7 +203,8 @@ async def evaluate(
     )
     served = policy_protocol(base.policy)
     if served is not None:  # what the endpoint is (ThunderAgent build?); refuse what cannot work
-        await ensure_router(served[1], served[0], thunderagent=base.thunderagent)
+        info = await ensure_router(served[1], served[0], thunderagent=base.thunderagent)
+        print(f"policy endpoint {info.describe()}", file=sys.stderr)
     run_config = {
         **base.model_dump(),
         "domains": list(domains),

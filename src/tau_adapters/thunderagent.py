@@ -126,7 +126,8 @@ async def probe_router(url: str, *, timeout_s: float = 10.0) -> RouterInfo:
 
 def check_combination(info: RouterInfo, protocol: Protocol, *, thunderagent: bool) -> list[str]:
     """Raise `ConfigError` (with the fix) for a policy/router pair that cannot work; return the
-    warnings for one that works but probably not as meant."""
+    warnings for one that works but probably not as meant. Only positive evidence refuses: an
+    unreachable URL, or a non-ThunderAgent server without the route, is a warning."""
     flag = "--thunderagent (TAU_ADAPTERS_THUNDERAGENT=1)"
     if not info.reachable:
         return [f"could not probe {info.describe()}; going on, episodes will fail if it stays down"]
@@ -139,15 +140,20 @@ def check_combination(info: RouterInfo, protocol: Protocol, *, thunderagent: boo
                 f"`{START_TOOL_IMPROVE}`, or use the text-level policy against this router: "
                 f"--policy openai:{info.url}/v1 --model NAME {flag.split(' ')[0]}"
             )
-        raise ConfigError(
-            f"the sglang: policy needs POST /generate, and {info.url} answers 404 for it: point "
-            "--policy sglang:URL at an SGLang server or router (or ThunderAgent tool_improve "
-            "with --enable-slime-adapter)"
+        # Not ThunderAgent: a server may answer 404 to a GET on a POST-only route, so only warn.
+        warnings.append(
+            f"the sglang: policy needs POST /generate, and {info.url} answers 404 to GET /generate:"
+            " is it an SGLang server or router?"
         )
     if protocol == "openai" and info.has_chat is False:
-        raise ConfigError(
-            f"the openai: policy needs POST /v1/chat/completions, and {info.url} answers 404 for "
-            "it: point --policy openai:URL/v1 at an OpenAI-compatible server or router"
+        if info.thunderagent:
+            raise ConfigError(
+                f"the openai: policy needs POST /v1/chat/completions, and {info.url} ({info.build})"
+                " does not serve it"
+            )
+        warnings.append(
+            f"the openai: policy needs POST /v1/chat/completions, and {info.url} answers 404 to a "
+            "GET there: is it an OpenAI-compatible server?"
         )
     if thunderagent and not info.thunderagent:
         raise ConfigError(
