@@ -377,6 +377,28 @@ def test_released_false_is_logged_and_counted(engine, started, clean, caplog) ->
     assert "released=false" in caplog.text and policy.episode_id in caplog.text
 
 
+def test_released_false_after_an_interrupted_request_is_asked_once_more(
+    engine, started, clean
+) -> None:
+    """The router may register a program just after our release when the last request was cut
+    off mid-flight; a released=false then gets one more try (and is counted if it stays false)."""
+    router = _router(started, engine, "standin-tool_improve")
+    engine.fault_policy = _faults("generate", {n: Fault("status", status=503) for n in range(2, 9)})
+
+    class Forgotten(ForcedOracle):
+        async def close(self):
+            router.forget(self.episode_id)
+            await super().close()
+
+    config = _config(request_attempts=1)
+    policy = Forgotten(router.url, config)
+    policy.program.recheck_delay_s = 0.05
+    trajectory = asyncio.run(rollout(_task(), config, policy=policy))
+    assert trajectory.status == "failed"
+    assert clean[policy.episode_id] == 2
+    assert trajectory.counts["program_not_registered"] == 1
+
+
 def test_no_release_when_no_request_was_sent(engine, started, clean) -> None:
     router = _router(started, engine, "standin-tool_improve")
     config = _config(max_context_tokens=10)  # the prompt alone is over: truncated before a call
