@@ -27,7 +27,7 @@ from slime.utils.types import Sample  # noqa: E402
 
 from tau_adapters.cli import main  # noqa: E402
 from tau_adapters.domains import get_domain  # noqa: E402
-from tau_adapters.testing import Fault, LoopbackEngine  # noqa: E402
+from tau_adapters.testing import Fault, LoopbackEngine, LoopbackRouter  # noqa: E402
 from tau_adapters.token_policy import load_template  # noqa: E402
 
 GROUP = 4
@@ -44,6 +44,14 @@ def tasks():
 def engine(tasks):
     template = load_template("local:chatml")
     server = LoopbackEngine(template.tokenizer, canned=OracleEngine(template, tasks)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def router(engine):
+    """slime's router: ThunderAgent's protocol (tool_improve, --enable-slime-adapter) in front."""
+    server = LoopbackRouter(engine.url, build="tool_improve").start()
     yield server
     server.stop()
 
@@ -107,8 +115,8 @@ def _check_lengths(sample):
     json.dumps(sample.metadata)
 
 
-def test_group_through_generate_and_reward_post_process(engine, tasks) -> None:
-    args = slime_args(engine)
+def test_group_through_generate_and_reward_post_process(engine, router, tasks) -> None:
+    args = slime_args(router)
     samples = _run(args, _samples(tasks))
     for sample in samples:
         _check_lengths(sample)
@@ -118,7 +126,8 @@ def test_group_through_generate_and_reward_post_process(engine, tasks) -> None:
         assert sample.metadata["reward_info"]["reward"] == expected
         assert sample.metadata["termination_reason"] == "user_stop"
         assert sum(sample.loss_mask) == sample.metadata["sampled_tokens"] > 0
-        assert engine.released[sample.metadata["episode_id"]] == 1
+        assert router.released[sample.metadata["episode_id"]] == 1
+        assert sample.metadata["program_released"] == 1
     rewards, normalized = adapter.reward_post_process(args, samples)
     assert rewards == [s.reward for s in samples]
     for g in range(len(tasks)):
@@ -128,8 +137,8 @@ def test_group_through_generate_and_reward_post_process(engine, tasks) -> None:
     assert all(s.metadata["raw_reward"] == s.reward for s in samples)
 
 
-def test_removed_samples_are_left_out_of_group_statistics(engine, tasks) -> None:
-    args = slime_args(engine)
+def test_removed_samples_are_left_out_of_group_statistics(engine, router, tasks) -> None:
+    args = slime_args(router)
     samples = _samples(tasks[:1])
     failing = samples[2].index  # an even seed: would have scored 1.0
 
@@ -147,7 +156,7 @@ def test_removed_samples_are_left_out_of_group_statistics(engine, tasks) -> None
     assert removed.status == Sample.Status.FAILED and removed.remove_sample
     assert removed.loss_mask == [0] * removed.response_length
     assert "503" in removed.metadata["error"]
-    assert engine.released[removed.metadata["episode_id"]] == 1
+    assert router.released[removed.metadata["episode_id"]] == 1
     rewards, normalized = adapter.reward_post_process(args, out)
     assert normalized[2] == 0.0
     kept = [rewards[i] for i in (0, 1, 3)]  # 1, 0, 0
@@ -156,22 +165,22 @@ def test_removed_samples_are_left_out_of_group_statistics(engine, tasks) -> None
         assert normalized[i] == pytest.approx((rewards[i] - mean) / (std + 1e-6))
 
 
-def test_abort_comes_back_aborted_and_a_retry_starts_fresh(engine, tasks) -> None:
-    args = slime_args(engine)
+def test_abort_comes_back_aborted_and_a_retry_starts_fresh(engine, router, tasks) -> None:
+    args = slime_args(router)
     sample = _samples(tasks[:1], group=1)[0]
     engine.fault_policy = lambda endpoint, body: Fault("abort") if endpoint == "generate" else None
     (aborted,) = _run(args, [sample])
     assert aborted.status == Sample.Status.ABORTED
     _check_lengths(aborted)
-    assert engine.released[aborted.metadata["episode_id"]] == 1
+    assert router.released[aborted.metadata["episode_id"]] == 1
     engine.fault_policy = None
     (again,) = _run(args, [aborted])
     assert again.status == Sample.Status.COMPLETED and again.reward == 1.0
     _check_lengths(again)
 
 
-def test_cancelled_sample_returns_aborted(engine, tasks) -> None:
-    args = slime_args(engine)
+def test_cancelled_sample_returns_aborted(engine, router, tasks) -> None:
+    args = slime_args(router)
     sample = _samples(tasks[:1], group=1)[0]
     engine.fault_policy = lambda e, b: Fault("delay", seconds=5.0) if e == "generate" else None
 
@@ -183,11 +192,11 @@ def test_cancelled_sample_returns_aborted(engine, tasks) -> None:
 
     result = asyncio.run(go())
     assert result.status == Sample.Status.ABORTED
-    assert engine.released[result.metadata["episode_id"]] == 1
+    assert router.released[result.metadata["episode_id"]] == 1
 
 
-def test_response_budget_gives_truncated(engine, tasks) -> None:
-    args = slime_args(engine)
+def test_response_budget_gives_truncated(engine, router, tasks) -> None:
+    args = slime_args(router)
     samples = _run(args, _samples(tasks[:1], group=2), max_new_tokens=60)
     for sample in samples:
         assert sample.status == Sample.Status.TRUNCATED
@@ -196,19 +205,21 @@ def test_response_budget_gives_truncated(engine, tasks) -> None:
         assert sample.reward == 0.0
 
 
-def test_context_limit_from_slime_args(engine, tasks) -> None:
-    full = _run(slime_args(engine), _samples(tasks[:1], group=1))[0]
+def test_context_limit_from_slime_args(router, tasks) -> None:
+    full = _run(slime_args(router), _samples(tasks[:1], group=1))[0]
     limit = full.metadata["prompt_tokens"] + 40
     adapter.adapter._configs.clear()
     (sample,) = _run(
-        slime_args(engine, rollout_max_context_len=limit), _samples(tasks[:1], group=1)
+        slime_args(router, rollout_max_context_len=limit), _samples(tasks[:1], group=1)
     )
     assert sample.status == Sample.Status.TRUNCATED and len(sample.tokens) <= limit
 
 
-def test_partial_shaping_in_post_process_keeps_raw_reward(engine, tasks, monkeypatch) -> None:
+def test_partial_shaping_in_post_process_keeps_raw_reward(
+    engine, router, tasks, monkeypatch
+) -> None:
     monkeypatch.setenv("TAU_ADAPTERS_REWARD", "partial")
-    args = slime_args(engine)
+    args = slime_args(router)
     samples = _run(args, _samples(tasks[:1]))
     rewards, _ = adapter.reward_post_process(args, samples)
     for sample, shaped in zip(samples, rewards, strict=True):
@@ -220,8 +231,8 @@ def test_partial_shaping_in_post_process_keeps_raw_reward(engine, tasks, monkeyp
             assert 0.0 < shaped < 0.25
 
 
-def test_top_p_replay_spans_line_up_with_the_response(engine, tasks) -> None:
-    args = slime_args(engine)
+def test_top_p_replay_spans_line_up_with_the_response(engine, router, tasks) -> None:
+    args = slime_args(router)
     samples = _run(
         args,
         _samples(tasks[:1], group=2),
@@ -239,16 +250,16 @@ def test_top_p_replay_spans_line_up_with_the_response(engine, tasks) -> None:
             assert span == ([token] if mask else [])  # the stand-in engine keeps the token itself
 
 
-def test_reward_func_for_evaluation(engine, tasks) -> None:
-    args = slime_args(engine)
+def test_reward_func_for_evaluation(engine, router, tasks) -> None:
+    args = slime_args(router)
     samples = _run(args, _samples(tasks[:1], group=2))
     assert asyncio.run(adapter.reward_func(args, samples)) == [1.0, 0.0]
 
 
-def test_bad_task_reference_fails_loudly(engine) -> None:
+def test_bad_task_reference_fails_loudly(engine, router) -> None:
     from tau_adapters.errors import ConfigError
 
-    args = slime_args(engine)
+    args = slime_args(router)
     with pytest.raises(ConfigError, match="tasks export --format slime"):
         _run(args, [Sample(index=0, prompt="hello", metadata={})])
 

@@ -103,6 +103,7 @@ async def generate(
     """slime's custom generate function: one tau2 episode per sample."""
     from slime.utils.types import Sample
     from tau_adapters.rollout import rollout
+    from tau_adapters.thunderagent import ensure_router
     from tau_adapters.token_policy import SGLangPolicy, template_for
 
     config = config_from_args(args)
@@ -124,6 +125,8 @@ async def generate(
     task = ref.load()
     if sample.status != Sample.Status.PENDING or sample.response_length:
         _reset(sample)
+    # Once per process: is slime's router what the settings expect (ThunderAgent with /generate)?
+    await ensure_router(router_url(args), "sglang", thunderagent=episode.thunderagent)
     template = template_for(episode)
     policy = SGLangPolicy(
         router_url(args),
@@ -236,6 +239,8 @@ def fill_sample(
             "episode_id": episode_id,
         }
     )
+    # ThunderAgent release outcome (program_released / _not_registered / _release_failed)
+    metadata.update({k: v for k, v in counts.items() if k.startswith("program_")})
     if trajectory.usage:
         metadata["usage"] = dict(trajectory.usage)
     sample.metadata = metadata

@@ -8,24 +8,36 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from typing import Any
 
 from tau_adapters.chat_messages import to_chat, tool_calls_from_openai
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains.tau2_api import api
-from tau_adapters.engines import OpenAIChatClient
+from tau_adapters.engines import OpenAIChatClient, shielded
 from tau_adapters.errors import ConfigError, EpisodeTruncated
 from tau_adapters.http_client import RetryPolicy
 from tau_adapters.policies import MalformedTurn
+from tau_adapters.thunderagent import ProgramLease
 
 
 class OpenAIChatPolicy:
-    """Chat completions with tools; the server parses tool calls."""
+    """Chat completions with tools; the server parses tool calls.
+
+    With ``thunderagent`` every request carries the episode's ``program_id`` (top-level body
+    field, as ThunderAgent's ``main`` reads it) and the program is released once in `close`."""
 
     token_level = False
     transcript = None
 
-    def __init__(self, url: str, config: EpisodeConfig, *, client: OpenAIChatClient | None = None):
+    def __init__(
+        self,
+        url: str,
+        config: EpisodeConfig,
+        *,
+        client: OpenAIChatClient | None = None,
+        episode_id: str | None = None,
+    ):
         if not config.model:
             raise ConfigError("an OpenAI-compatible policy needs `model` (CLI: --model NAME)")
         self.config = config
@@ -37,6 +49,12 @@ class OpenAIChatPolicy:
         self.messages: list[dict[str, Any]] = []
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
         self.turns = 0
+        self.episode_id = episode_id or f"tau-{uuid.uuid4().hex}"
+        self.program = (
+            ProgramLease(self.client.base_url, self.episode_id) if config.thunderagent else None
+        )
+        #: Merged into the trajectory's counts (the program's release outcome).
+        self.counts: dict[str, int] = {}
 
     async def start(self, context: Any) -> None:
         self.context = context
@@ -54,7 +72,7 @@ class OpenAIChatPolicy:
             "top_p": config.top_p,
             "max_tokens": config.max_new_tokens,
         }
-        body = await self.client.complete(payload)
+        body = await self.client.complete(payload, program=self.program)
         self.turns += 1
         usage = body.get("usage") or {}
         for key in self.usage:
@@ -83,4 +101,7 @@ class OpenAIChatPolicy:
         )
 
     async def close(self) -> None:
-        return None
+        """Release the ThunderAgent program (once, even if the host cancels us meanwhile)."""
+        if self.program is not None:
+            await shielded(self.program.release())
+            self.counts.update(self.program.counts())

@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--thunderagent",
         action="store_true",
         default=None,
-        help="ThunderAgent program_id per episode, released at the end",
+        help="ThunderAgent program_id per episode, released at the end (sglang: needs its "
+        "tool_improve build with --enable-slime-adapter; openai: its main build)",
     )
     model.add_argument(
         "--no-session-routing",

@@ -128,7 +128,9 @@ class EpisodeConfig(BaseModel):
         True, description="Send X-SMG-Routing-Key per episode (sticky routing)."
     )
     thunderagent: bool = Field(
-        False, description="ThunderAgent program_id per episode, released when it ends."
+        False,
+        description="ThunderAgent program_id per episode, released when it ends (sglang: needs "
+        "ThunderAgent tool_improve with --enable-slime-adapter; openai: works with main).",
     )
     request_timeout_s: float = Field(600.0, gt=0)
     request_attempts: int = Field(4, ge=1, description="Attempts per engine request (retries+1).")

@@ -4,11 +4,13 @@ OpenAI-compatible ``/v1/chat/completions`` (text level)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tau_adapters.http_client import DEFAULT_RETRY, EndpointError, RetryPolicy, post_json
+
+if TYPE_CHECKING:
+    from tau_adapters.thunderagent import ProgramLease, ReleaseResult
 
 ROUTING_HEADER = "X-SMG-Routing-Key"
 
@@ -68,8 +70,11 @@ class SGLangClient:
 
     - ``session_routing``: send the episode id in the ``X-SMG-Routing-Key`` header so that a
       consistent-hashing router keeps an episode on one engine (its prefix cache stays warm).
-    - ``thunderagent``: put ``program_id`` in the payload and ``POST /programs/release`` once the
-      episode ends, whatever way it ends.
+    - ThunderAgent: pass the episode's `ProgramLease` as ``program`` (it puts ``program_id`` in
+      the payload; the policy releases it once the episode ends). ``thunderagent=True`` without a
+      lease tags requests with the episode id (release is then the caller's, via `release`).
+      Only ThunderAgent's tool_improve build with ``--enable-slime-adapter`` serves ``/generate``
+      (see `tau_adapters.thunderagent`).
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class SGLangClient:
         *,
         episode_id: str | None = None,
         extra: dict[str, Any] | None = None,
+        program: ProgramLease | None = None,
     ) -> Generation:
         payload: dict[str, Any] = {
             "input_ids": input_ids,
@@ -105,28 +111,24 @@ class SGLangClient:
         }
         headers: dict[str, str] = {}
         if episode_id is not None:
-            if self.thunderagent:
+            if self.thunderagent and program is None:
                 payload["program_id"] = episode_id
             if self.session_routing:
                 headers[ROUTING_HEADER] = episode_id
+        if program is not None:
+            program.tag(payload)
         body = await post_json(
             self.base_url, "/generate", payload, headers=headers, retry=self.retry
         )
+        if program is not None:
+            program.answered()
         return parse_generate_response(body)
 
-    async def release(self, episode_id: str) -> bool:
-        """ThunderAgent's program release (no-op unless enabled); never raises."""
-        if not self.thunderagent:
-            return False
-        with contextlib.suppress(EndpointError):
-            await post_json(
-                self.base_url,
-                "/programs/release",
-                {"program_id": episode_id},
-                retry=RetryPolicy(attempts=3, timeout_s=30.0),
-            )
-            return True
-        return False
+    async def release(self, episode_id: str) -> ReleaseResult:
+        """ThunderAgent's program release, answer read; never raises."""
+        from tau_adapters.thunderagent import release_program
+
+        return await release_program(self.base_url, episode_id)
 
 
 def parse_generate_response(body: dict[str, Any]) -> Generation:
@@ -169,11 +171,20 @@ class OpenAIChatClient:
         self.api_key = api_key
         self.retry = retry
 
-    async def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def complete(
+        self, payload: dict[str, Any], *, program: ProgramLease | None = None
+    ) -> dict[str, Any]:
+        """One chat completion. With a ThunderAgent `program`, its ``program_id`` goes in the body
+        (top level, where ThunderAgent's ``main`` reads it and strips it before the engine)."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
-        return await post_json(
+        if program is not None:
+            payload = program.tag(dict(payload))
+        body = await post_json(
             self.base_url, "/chat/completions", payload, headers=headers, retry=self.retry
         )
+        if program is not None:
+            program.answered()
+        return body
 
 
 async def shielded(coro: Any) -> Any:

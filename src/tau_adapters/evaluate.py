@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.metrics import summarize
 from tau_adapters.plugins import make_policy, make_user
 from tau_adapters.rollout import Trajectory, rollout
+from tau_adapters.thunderagent import ensure_router, policy_protocol
 
 TRAJECTORIES_FILE = "trajectories.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -212,6 +214,10 @@ async def evaluate(
     jobs = plan_jobs(
         domains, base, split=split, num_trials=num_trials, task_ids=task_ids, num_tasks=num_tasks
     )
+    served = policy_protocol(base.policy)
+    if served is not None:  # what the endpoint is (ThunderAgent build?); refuse what cannot work
+        info = await ensure_router(served[1], served[0], thunderagent=base.thunderagent)
+        print(f"policy endpoint {info.describe()}", file=sys.stderr)
     run_config = {
         **base.model_dump(),
         "domains": list(domains),

@@ -6,6 +6,14 @@ the event loop is what limits hundreds of concurrent episodes). Connection error
 dropped connections, 429, 5xx and unreadable bodies are retried with exponential backoff and
 jitter; other 4xx are not (they are the caller's mistake). After the last attempt an
 `EndpointError` carries the reason; callers turn it into an episode status.
+
+A router may relay an engine's 4xx as a 502: ThunderAgent's ``/generate`` (tool_improve,
+``--enable-slime-adapter``) answers every engine failure with 502 and ``{"detail": "Backend
+generate request failed: <httpx error>"}``, and httpx words an engine's 4xx as ``Client error
+'400 Bad Request' for url ...``. `relayed_client_error` reads that: a relayed 4xx is the engine's
+deterministic answer and is not retried (a retry would fail the same way, and each one also counts
+as a step of the episode's program in the router); relayed 408/425/429 and relayed 5xx, timeouts
+and connection errors stay retryable.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +52,22 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+_RELAYED_CLIENT_ERROR = re.compile(r"Client error '(4\d\d)\b")
+
+
+def relayed_client_error(status: int, raw: bytes) -> int | None:
+    """The engine's 4xx status inside a router's 502 answer (ThunderAgent's ``detail`` carries
+    httpx's ``Client error '4xx ...'``), or None when the 502 is the router's own or transient."""
+    if status != 502:
+        return None
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    match = _RELAYED_CLIENT_ERROR.search(detail) if isinstance(detail, str) else None
+    return int(match.group(1)) if match else None
 
 
 _closers: set[asyncio.Future[None]] = set()
@@ -111,6 +136,10 @@ async def post_json(
             if status >= 400:
                 retryable = status in RETRYABLE_STATUS
                 last = f"HTTP {status} from {url}: {raw[:200]!r}"
+                relayed = relayed_client_error(status, raw)
+                if relayed is not None and relayed not in RETRYABLE_STATUS:
+                    retryable, status = False, relayed
+                    last = f"HTTP 502 from {url} relaying the engine's {relayed}: {raw[:300]!r}"
             else:
                 try:
                     body = json.loads(raw)
@@ -129,3 +158,23 @@ async def post_json(
         if attempt + 1 < retry.attempts:
             await asyncio.sleep(retry.delay(attempt, rng))
     raise EndpointError(f"{last} (gave up after {retry.attempts} attempts)", retryable=True)
+
+
+async def get_json(base_url: str, path: str, *, timeout_s: float = 10.0) -> tuple[int | None, Any]:
+    """One GET, no retries (for start-up probes): ``(status, decoded JSON or None)``, or
+    ``(None, reason)`` when the server could not be reached."""
+    import aiohttp
+
+    url = base_url.rstrip("/") + path
+    try:
+        async with shared_session().get(
+            url, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as response:
+            raw = await response.read()
+            status = response.status
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        return None, f"{type(exc).__name__} talking to {url}: {exc}"
+    try:
+        return status, json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return status, None

@@ -228,6 +228,7 @@ def _finish(
             response_tokens=transcript.response_length,
             sampled_tokens=transcript.sampled_tokens,
         )
+    counts.update(getattr(policy, "counts", None) or {})  # e.g. ThunderAgent release outcome
     usage = dict(getattr(policy, "usage", None) or {})
     user_usage = getattr(user, "usage", None)
     if user_usage:

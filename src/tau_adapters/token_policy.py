@@ -23,6 +23,7 @@ from tau_adapters.gc_hygiene import freeze_long_lived
 from tau_adapters.http_client import RetryPolicy
 from tau_adapters.policies import MalformedTurn, assistant_message_from
 from tau_adapters.scheduling import run_cpu
+from tau_adapters.thunderagent import ProgramLease
 from tau_adapters.transcript import Transcript
 
 
@@ -97,7 +98,6 @@ class SGLangPolicy:
             url,
             retry=RetryPolicy(attempts=config.request_attempts, timeout_s=config.request_timeout_s),
             session_routing=config.session_routing,
-            thunderagent=config.thunderagent,
         )
         self._parser_spec = config.parser
         self.parser = parser or make_parser(config.parser)
@@ -110,7 +110,12 @@ class SGLangPolicy:
         self._previous_calls: list[dict[str, Any]] | None = None
         #: Per model turn, SGLang's top-p replay data when the host asked for it (else None).
         self.top_p_turns: list[tuple[list[int], list[int]] | None] = []
-        self._released = False
+        #: ThunderAgent: this episode's program (its id is the episode id), released in close().
+        self.program = (
+            ProgramLease(self.client.base_url, self.episode_id) if config.thunderagent else None
+        )
+        #: Merged into the trajectory's counts (the program's release outcome).
+        self.counts: dict[str, int] = {}
 
     def request_extras(self) -> dict[str, Any]:
         """Per-request payload additions (override in subclasses, e.g. forced outputs in tests)."""
@@ -130,6 +135,7 @@ class SGLangPolicy:
             sampling,
             episode_id=self.episode_id,
             extra=self.request_extras(),
+            program=self.program,
         )
         self.generations += 1
         text, parsed = await run_cpu(self._absorb, generation, sampling["max_new_tokens"])
@@ -206,6 +212,7 @@ class SGLangPolicy:
             raise EpisodeTruncated(f"context limit of {config.max_context_tokens} tokens reached")
 
     async def close(self) -> None:
-        if not self._released:
-            self._released = True
-            await shielded(self.client.release(self.episode_id))
+        """Release the ThunderAgent program (once, even if the host cancels us meanwhile)."""
+        if self.program is not None:
+            await shielded(self.program.release())
+            self.counts.update(self.program.counts())

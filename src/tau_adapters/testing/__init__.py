@@ -3,6 +3,7 @@ transformers, uvicorn, starlette). Nothing here is imported by ``import tau_adap
 
 from __future__ import annotations
 
+from tau_adapters.testing.router import LoopbackRouter
 from tau_adapters.testing.server import Fault, LoopbackEngine
 from tau_adapters.testing.tokenizer import STYLES, build_tokenizer
 from tau_adapters.tokenizer import get_tokenizer, load_tokenizer
@@ -11,6 +12,7 @@ __all__ = [
     "STYLES",
     "Fault",
     "LoopbackEngine",
+    "LoopbackRouter",
     "build_tokenizer",
     "get_tokenizer",
     "load_tokenizer",

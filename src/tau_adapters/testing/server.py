@@ -11,6 +11,10 @@ Extensions over SGLang's protocol, for tests only:
   through the real token path.
 - `fault_policy(endpoint, body)` may return a `Fault` to inject delays, HTTP errors, dropped
   connections, malformed JSON or ``abort`` finish reasons.
+
+Like a real engine it knows nothing of ThunderAgent programs (it counts the ``program_id`` fields it
+is sent, which real SGLang ignores): put `tau_adapters.testing.router.LoopbackRouter`, or the real
+router, in front of it.
 """
 
 from __future__ import annotations
@@ -64,7 +68,6 @@ class LoopbackEngine:
         self.fault_policy: FaultPolicy | None = None
         self.chat_responder: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
         self.requests: Counter[str] = Counter()
-        self.released: Counter[str] = Counter()
         self.program_ids: Counter[str] = Counter()
         self.routing_keys: Counter[str] = Counter()
         self.host = "127.0.0.1"
@@ -221,6 +224,8 @@ class LoopbackEngine:
         async def chat(request: Request) -> Any:
             body = await read_body(request)
             engine.requests["chat"] += 1
+            if "program_id" in body:
+                engine.program_ids[str(body["program_id"])] += 1
             early = await apply_fault("chat", body)
             if early is not None and not isinstance(early, Fault):
                 return early
@@ -242,12 +247,6 @@ class LoopbackEngine:
                 }
             )
 
-        async def release(request: Request) -> Any:
-            body = await read_body(request)
-            program_id = str(body.get("program_id"))
-            engine.released[program_id] += 1
-            return JSONResponse({"program_id": program_id, "released": True})
-
         async def health(request: Request) -> Any:
             return JSONResponse({"status": "ok"})
 
@@ -258,7 +257,6 @@ class LoopbackEngine:
             routes=[
                 Route("/generate", generate, methods=["POST"]),
                 Route("/v1/chat/completions", chat, methods=["POST"]),
-                Route("/programs/release", release, methods=["POST"]),
                 Route("/health", health, methods=["GET"]),
                 Route("/get_model_info", model_info, methods=["GET"]),
             ]
