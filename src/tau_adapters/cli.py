@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="episodes at once on each Ray node (--concurrency caps the total)",
     )
+    ex.add_argument(
+        "--workers-per-node",
+        type=_positive_int,
+        default=1,
+        help="Ray worker processes per node (an episode's CPU work holds one interpreter)",
+    )
     user = ev.add_argument_group("user simulator (--user litellm:MODEL | openai:URL)")
     user.add_argument("--user-model", default=None, help="model name at an OpenAI-compatible URL")
     user.add_argument("--user-api-base", default=None, help="endpoint for litellm models")
@@ -282,7 +288,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.executor == "ray":
         from tau_adapters.ray_executor import RayExecutor
 
-        executor = RayExecutor(address=args.address, per_node=args.per_node_concurrency).start()
+        executor = RayExecutor(
+            address=args.address,
+            per_node=args.per_node_concurrency,
+            workers_per_node=args.workers_per_node,
+        ).start()
     try:
         summary = asyncio.run(
             evaluate(

@@ -3,8 +3,9 @@
 Only where an episode runs changes. The local event loop keeps everything else: the plan, the
 concurrency cap, the progress bar, the rows appended to ``trajectories.jsonl`` as episodes finish,
 ``--resume`` and the summary, so a Ray run writes exactly what a local run writes. Each alive node
-gets one async worker actor that runs up to ``per_node`` episodes at once (``rollout`` in that
-process, with its own parsed databases); the driver sends a light job reference (config, split, task
+gets ``workers_per_node`` async worker actors (one by default; more to use several cores of a node,
+since an episode's CPU work holds one interpreter) that together run up to ``per_node`` episodes at
+once (``rollout`` in that process, with its own parsed databases); the driver sends a light job reference (config, split, task
 id, trial) and gets the finished row back.
 
 A worker that dies (node lost, process killed, out of memory) costs only the episodes it had in
@@ -56,6 +57,7 @@ class RayExecutor:
 
     address: str | None = None
     per_node: int = 32
+    workers_per_node: int = 1
     max_attempts: int = 2
     num_cpus: int | None = None
     stats: dict[str, int] = field(default_factory=lambda: {"worker_deaths": 0, "retried": 0})
@@ -63,12 +65,15 @@ class RayExecutor:
     _load: dict[str, int] = field(default_factory=dict)
     _ray: Any = None
     _owns_ray: bool = False
+    _nodes: int = 0
 
     def start(self) -> RayExecutor:
         """Connect (or start a local cluster when no address is given) and start one worker per
         alive node; bad settings fail here, before any episode."""
         if self.per_node < 1:
             raise ConfigError(f"--per-node-concurrency must be >= 1 (got {self.per_node})")
+        if self.workers_per_node < 1:
+            raise ConfigError(f"--workers-per-node must be >= 1 (got {self.workers_per_node})")
         try:
             import ray
         except ImportError:
@@ -93,34 +98,38 @@ class RayExecutor:
         nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
         if not nodes:
             raise ConfigError("the Ray cluster has no alive node")
+        self._nodes = len(nodes)
         for node in nodes:
-            self._spawn(node)
+            for index in range(self.workers_per_node):
+                self._spawn(f"{node}:{index}")
         return self
 
-    def _spawn(self, node: str) -> None:
+    def _spawn(self, slot: str) -> None:
+        """A (new) worker for ``slot`` ("node id:index"), pinned to the node while it lives."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
-        self._workers[node] = self._actor_class.options(scheduling_strategy=strategy).remote()
-        self._load.setdefault(node, 0)
+        strategy = NodeAffinitySchedulingStrategy(node_id=slot.split(":")[0], soft=True)
+        self._workers[slot] = self._actor_class.options(scheduling_strategy=strategy).remote()
+        self._load.setdefault(slot, 0)
 
     @property
     def capacity(self) -> int:
         """How many episodes the cluster runs at once (the eval's concurrency cap)."""
-        return self.per_node * len(self._workers)
+        return self.per_node * self._nodes
 
     def describe(self) -> dict[str, Any]:
         """What summary.json records about where the episodes ran."""
         return {
             "kind": "ray",
             "address": self.address,
-            "nodes": len(self._workers),
+            "nodes": self._nodes,
+            "workers_per_node": self.workers_per_node,
             "per_node_concurrency": self.per_node,
             **self.stats,
         }
 
     def workers(self) -> dict[str, Any]:
-        """Node id -> worker actor handle (for tests and diagnostics)."""
+        """ "node id:index" -> worker actor handle (for tests and diagnostics)."""
         return dict(self._workers)
 
     async def run(self, job: Any) -> dict[str, Any]:
@@ -129,7 +138,7 @@ class RayExecutor:
         ray = self._ray
         reasons: list[str] = []
         for attempt in range(1, self.max_attempts + 1):
-            node = min(self._load, key=lambda n: self._load[n])
+            node = min(self._load, key=lambda slot: self._load[slot])
             worker = self._workers[node]
             self._load[node] += 1
             try:
