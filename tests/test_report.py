@@ -173,7 +173,8 @@ def test_degenerate_cases() -> None:
 
 
 def test_null_reward_counts_as_failure() -> None:
-    rows = [make_row("d", "t1", 0, None, status="failed"), make_row("d", "t1", 1, 1.0)]
+    # A scored episode with a null reward is a zero; a *failed* one is not scored at all.
+    rows = [make_row("d", "t1", 0, None), make_row("d", "t1", 1, 1.0)]
     block = build_report(rows)["domains"]["d"]
     assert block["pass_hat_k"]["1"]["value"] == pytest.approx(0.5)
     assert block["avg_reward"] == pytest.approx(0.5)
