@@ -256,7 +256,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from tau_adapters.config import EpisodeConfig
     from tau_adapters.evaluate import SUMMARY_FILE, TRAJECTORIES_FILE, evaluate
     from tau_adapters.run_folder import default_run_folder, prepare_run_folder
-    from tau_adapters.startup import check_user_for_policy
+    from tau_adapters.startup import check_names, check_user_for_policy
 
     if args.output is None:
         if args.resume:
@@ -294,6 +294,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     user_explicit = args.user is not None or any(
         var in os.environ for var in ("TAU_ADAPTERS_USER", "TAU2_USER")
     )
+    check_names(base)  # a misspelt name first: it would make every other message misleading
     check_user_for_policy(base, user_explicit=user_explicit)
     if not args.no_probe:
         from tau_adapters.endpoint_probe import probe_policy_endpoint

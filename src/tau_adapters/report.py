@@ -319,7 +319,9 @@ def pass_hat_k_figure(
             marker=MARKERS[index % len(MARKERS)],
             label=str(domain),
         )
-        banded = [(x, entry["ci"]) for x, (_, entry) in zip(xs, points) if entry.get("ci")]
+        banded = [
+            (x, entry["ci"]) for x, (_, entry) in zip(xs, points, strict=True) if entry.get("ci")
+        ]
         if banded:
             axes.fill_between(
                 [x for x, _ in banded],
