@@ -252,7 +252,7 @@ def _placeholder_tokens(sample: Any, template: Any) -> None:
     zero-length sequence in a training micro-batch; this one is well formed and removed."""
     prompt = sample.prompt if isinstance(sample.prompt, str) and sample.prompt else "tau2 episode"
     prompt_ids = list(template.prompt_ids([{"role": "user", "content": prompt}], None))
-    sample.tokens = prompt_ids + [template.eot_id]
+    sample.tokens = [*prompt_ids, template.eot_id]
     sample.response_length = 1
     sample.response = ""
     sample.loss_mask = [0]
