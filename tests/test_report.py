@@ -442,11 +442,13 @@ def test_cli_report_one_run(tmp_path: Path, capsys) -> None:
     assert str(run / "report.json") in out
 
 
-def test_cli_report_compares_two_runs(tmp_path: Path, capsys) -> None:
+def test_cli_report_compares_two_runs(tmp_path: Path, capsys, monkeypatch) -> None:
     run_a = write_run(tmp_path / "a", RUN_A)
     run_b = write_run(tmp_path / "b", RUN_B)
+    monkeypatch.chdir(tmp_path)  # the comparison goes to the current folder, not into run B
     assert main(["report", str(run_a), str(run_b)]) == 0
-    comparison = json.loads((run_b / "comparison.json").read_text())
+    assert not (run_b / "comparison.json").exists()
+    comparison = json.loads((tmp_path / "comparison.json").read_text())
     assert comparison["flipped"]["airline"]["fixed"] == ["fixme"]
     out = capsys.readouterr().out
     assert "fixme" in out and "breakme" in out

@@ -298,6 +298,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     check_user_for_policy(base, user_explicit=user_explicit)
     if not args.no_probe:
         from tau_adapters.endpoint_probe import probe_policy_endpoint
+        from tau_adapters.plugins import make_policy
+
+        make_policy(base.policy, base)  # local settings (e.g. the tokenizer) before the network
 
         probe_policy_endpoint(base, wait_s=args.wait_ready)
     existing = prepare_run_folder(args.output, overwrite=args.overwrite, resume=args.resume)

@@ -64,7 +64,8 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
 
 def _check(kind: str, name: str, valid: Iterable[str], setting: str) -> None:
     if name not in valid:
-        raise UnknownNameError(f"{kind} ({setting})", name, sorted(valid))
+        error = UnknownNameError(kind, name, sorted(valid))
+        raise ConfigError(f"{error} (setting: {setting})")
 
 
 def check_names(config: EpisodeConfig) -> None:
