@@ -51,6 +51,9 @@ def config_from_args(args: Any) -> EpisodeConfig:
     if context and not base.max_context_tokens:
         overrides["max_context_tokens"] = int(context)
     config = EpisodeConfig.from_env(**overrides)
+    from tau_adapters.startup import check_names
+
+    check_names(config)  # a misspelt reward/parser/user name fails the first sample, not each one
     _configs[id(args)] = (args, config)
     return config
 
