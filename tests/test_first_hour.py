@@ -244,6 +244,7 @@ def test_duplicate_domains_are_refused(tmp_path, capsys) -> None:
     )
     assert code == 2
     assert "twice" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
 @requires_tau2
@@ -435,6 +436,7 @@ def test_wrong_telecom_task_id_suggests_close_matches(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert f"did you mean {real!r}" in err
     assert len(err) < 1500, len(err)
+    assert not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- the loopback engine

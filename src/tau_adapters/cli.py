@@ -254,7 +254,7 @@ def print_summary(summary: dict[str, Any], title: str = "results") -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tau_adapters.config import EpisodeConfig
-    from tau_adapters.evaluate import SUMMARY_FILE, TRAJECTORIES_FILE, evaluate
+    from tau_adapters.evaluate import SUMMARY_FILE, TRAJECTORIES_FILE, evaluate, plan_jobs
     from tau_adapters.run_folder import default_run_folder, prepare_run_folder
     from tau_adapters.startup import check_names, check_user_for_policy
 
@@ -303,6 +303,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         make_policy(base.policy, base)  # local settings (e.g. the tokenizer) before the network
 
         probe_policy_endpoint(base, wait_s=args.wait_ready)
+    # Every name, task id and setting is checked before the run folder is touched.
+    jobs = plan_jobs(
+        args.domain,
+        base,
+        split=args.split,
+        num_trials=args.num_trials,
+        task_ids=args.task_ids,
+        num_tasks=args.num_tasks,
+    )
     existing = prepare_run_folder(args.output, overwrite=args.overwrite, resume=args.resume)
     print(f"results: {args.output}", file=sys.stderr)
     summary = asyncio.run(
@@ -317,6 +326,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             num_tasks=args.num_tasks,
             show_progress=not args.no_progress,
             existing=existing,
+            jobs=jobs,
         )
     )
     print_summary(summary)

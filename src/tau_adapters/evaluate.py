@@ -222,14 +222,22 @@ async def evaluate(
     num_tasks: int | None = None,
     show_progress: bool = True,
     existing: Sequence[dict[str, Any]] = (),
+    jobs: Sequence[Job] | None = None,
 ) -> dict[str, Any]:
     """Plan, run and summarise an evaluation; returns the summary written to ``summary.json``.
 
     `existing`: finished rows of an interrupted run (see `run_folder.prepare_run_folder`); their
-    (domain, task, trial) are not run again and the summary covers them too."""
-    jobs = plan_jobs(
-        domains, base, split=split, num_trials=num_trials, task_ids=task_ids, num_tasks=num_tasks
-    )
+    (domain, task, trial) are not run again and the summary covers them too. `jobs`: the plan,
+    when the caller already made it (with the same arguments) to validate before any output."""
+    if jobs is None:
+        jobs = plan_jobs(
+            domains,
+            base,
+            split=split,
+            num_trials=num_trials,
+            task_ids=task_ids,
+            num_tasks=num_tasks,
+        )
     planned = len(jobs)
     if existing:
         from tau_adapters.run_folder import row_key
