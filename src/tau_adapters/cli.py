@@ -301,7 +301,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from tau_adapters.plugins import make_policy
 
         make_policy(base.policy, base)  # local settings (e.g. the tokenizer) before the network
-
         probe_policy_endpoint(base, wait_s=args.wait_ready)
     # Every name, task id and setting is checked before the run folder is touched.
     jobs = plan_jobs(
