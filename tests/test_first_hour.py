@@ -3,6 +3,7 @@ are never overwritten by accident, helpful `--help` and errors, and the docs a u
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -138,6 +139,51 @@ def test_report_of_an_interrupted_run_says_partial(tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "PARTIAL RUN" in printed and "2 of 20 planned" in printed
     assert json.loads((run / "report.json").read_text())["partial"]["planned_episodes"] == 20
+
+
+class _SlowOracle(OraclePolicy):
+    async def act(self, observation):
+        await asyncio.sleep(0.01)
+        return await super().act(observation)
+
+
+class _SlowPlugin:
+    @hookimpl
+    def register_policies(self):
+        return {"slow-oracle-i8": lambda arg, config: _SlowOracle()}
+
+
+@requires_tau2
+def test_report_after_a_real_interruption_says_partial(tmp_path, capsys) -> None:
+    from tau_adapters.config import EpisodeConfig
+    from tau_adapters.evaluate import evaluate
+
+    pm = plugin_manager()
+    plugin = _SlowPlugin()
+    pm.register(plugin, name="test-slow-i8")
+    out = tmp_path / "run"
+    config = EpisodeConfig.build(domain="airline", policy="slow-oracle-i8")
+
+    async def interrupted():
+        task = asyncio.ensure_future(
+            evaluate(["airline"], config, output=out, concurrency=2, show_progress=False)
+        )
+        path = out / "trajectories.jsonl"
+        while not (path.exists() and path.read_text().count("\n") >= 3):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(interrupted())
+    finally:
+        pm.unregister(plugin)
+    written = len(read_rows(out / "trajectories.jsonl"))
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"PARTIAL RUN (the run was interrupted): {written} of 50 planned episodes" in printed
 
 
 # --------------------------------------------------------------------------- start-up checks
