@@ -1,6 +1,6 @@
 """One episode by hand: the message-level session that every host adapter drives.
 
-python examples/oracle_rollout.py airline 0
+usage: python examples/oracle_rollout.py DOMAIN TASK_ID     (e.g. airline 0)
 """
 
 from __future__ import annotations
@@ -29,5 +29,16 @@ async def main(domain: str, task_id: str) -> None:
     print(f"termination={session.termination_reason} reward={info.reward}")
 
 
+USAGE = "usage: python examples/oracle_rollout.py DOMAIN TASK_ID   (e.g. airline 0)"
+
 if __name__ == "__main__":
-    asyncio.run(main(*(sys.argv[1:3] or ["airline", "0"])))
+    if len(sys.argv) != 3:
+        print(USAGE, file=sys.stderr)
+        sys.exit(2)
+    from tau_adapters.errors import ConfigError
+
+    try:
+        asyncio.run(main(sys.argv[1], sys.argv[2]))
+    except ConfigError as exc:
+        print(f"{exc}\n{USAGE}", file=sys.stderr)
+        sys.exit(2)

@@ -31,7 +31,7 @@ OPENING = [
 ]
 
 
-@pytest.mark.parametrize("style", styles(), ids=[s[0] for s in styles()])
+@pytest.mark.parametrize("style", styles())
 def test_prompt_ids_equal_a_full_encode(style) -> None:
     from tau_adapters.token_policy import load_template
 

@@ -173,7 +173,8 @@ def test_degenerate_cases() -> None:
 
 
 def test_null_reward_counts_as_failure() -> None:
-    rows = [make_row("d", "t1", 0, None, status="failed"), make_row("d", "t1", 1, 1.0)]
+    # A scored episode with a null reward is a zero; a *failed* one is not scored at all.
+    rows = [make_row("d", "t1", 0, None), make_row("d", "t1", 1, 1.0)]
     block = build_report(rows)["domains"]["d"]
     assert block["pass_hat_k"]["1"]["value"] == pytest.approx(0.5)
     assert block["avg_reward"] == pytest.approx(0.5)
@@ -441,11 +442,13 @@ def test_cli_report_one_run(tmp_path: Path, capsys) -> None:
     assert str(run / "report.json") in out
 
 
-def test_cli_report_compares_two_runs(tmp_path: Path, capsys) -> None:
+def test_cli_report_compares_two_runs(tmp_path: Path, capsys, monkeypatch) -> None:
     run_a = write_run(tmp_path / "a", RUN_A)
     run_b = write_run(tmp_path / "b", RUN_B)
+    monkeypatch.chdir(tmp_path)  # the comparison goes to the current folder, not into run B
     assert main(["report", str(run_a), str(run_b)]) == 0
-    comparison = json.loads((run_b / "comparison.json").read_text())
+    assert not (run_b / "comparison.json").exists()
+    comparison = json.loads((tmp_path / "comparison.json").read_text())
     assert comparison["flipped"]["airline"]["fixed"] == ["fixme"]
     out = capsys.readouterr().out
     assert "fixme" in out and "breakme" in out

@@ -165,7 +165,9 @@ def test_response_budget_truncates_with_the_transcript_intact(engine) -> None:
     policy = ForcedOracle(engine.url, config)
     trajectory = _run(policy, config, task=_task(actions=4))
     assert trajectory.status == "truncated"
-    assert trajectory.termination_reason == "max_steps" and trajectory.reward == 0.0
+    # Our own reason; tau2's scoring was given its max_steps, recorded in reward_info.
+    assert trajectory.termination_reason == "token_budget" and trajectory.reward == 0.0
+    assert trajectory.reward_info.info["tau2_termination_reason"] == "max_steps"
     transcript = trajectory.transcript
     assert 0 < transcript.response_length <= 120
     _check_transcript(trajectory)
@@ -257,6 +259,8 @@ def test_eval_cli_on_the_token_path_writes_transcripts(engine, tmp_path) -> None
             "2",
             "--policy",
             f"sglang:{engine.url}",
+            "--user",
+            "scripted",
             "--tokenizer",
             "local:chatml",
             "--check-tokens",
@@ -284,6 +288,8 @@ def test_eval_cli_needs_a_tokenizer_for_sglang(capsys, tmp_path) -> None:
             "airline",
             "--policy",
             "sglang:http://127.0.0.1:9",
+            "--user",
+            "scripted",
             "--output",
             str(tmp_path),
         ]

@@ -25,7 +25,7 @@ pytestmark = requires_tau2
 STYLES = styles()
 
 
-@pytest.fixture(scope="module", params=STYLES, ids=[s[0] for s in STYLES])
+@pytest.fixture(scope="module", params=STYLES)
 def setup(request):
     name, tokenizer, template_file = request.param
     config = EpisodeConfig.build(

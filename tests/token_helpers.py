@@ -33,11 +33,23 @@ ASSET_STYLES = [
 ]
 
 
-def styles() -> list[tuple[str, str, str | None]]:
-    have_assets = (ASSETS / "qwen2.5-instruct" / "vocab.json").exists()
-    if not have_assets:
-        print(f"shared tokenizer assets not found at {ASSETS}: testing built-in templates only")
-    return LOCAL_STYLES + (ASSET_STYLES if have_assets else [])
+def have_assets() -> bool:
+    return (ASSETS / "qwen2.5-instruct" / "vocab.json").exists()
+
+
+def styles() -> list[Any]:
+    """Template styles as pytest params. Styles that need the real assets are always listed and
+    show as skipped, with the reason, when the assets are absent (never silently left out)."""
+    import pytest
+
+    skip = pytest.mark.skipif(
+        not have_assets(),
+        reason=f"real tokenizer assets not found at {ASSETS} "
+        "(set TAU_ADAPTERS_TEST_ASSETS to the folder holding qwen2.5-instruct/ and templates/)",
+    )
+    return [pytest.param(style, id=style[0]) for style in LOCAL_STYLES] + [
+        pytest.param(style, id=style[0], marks=skip) for style in ASSET_STYLES
+    ]
 
 
 THINK = "<think>\nCheck the policy before acting.\n</think>\n\n"

@@ -7,7 +7,8 @@ and ``metadata`` (raw reward, reward_info, termination reason, turns, tokens, ti
 
 Also here: `reward_post_process` for ``--custom-reward-post-process-path`` (shaping + GRPO group
 normalisation that leaves removed samples out of the statistics) and `reward_func` for
-``--custom-rm-path`` (evaluation-only scoring of saved trajectories). This module only translates
+``--custom-rm-path`` (evaluation-only scoring of saved trajectories), and `dynamic_filter` for
+``--dynamic-sampling-filter-path`` (groups filtered on the shaped reward that training uses). This module only translates
 slime's types; the episode is `tau_adapters.rollout`.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from tau_adapters.slime.adapter import (
     config_from_args,
+    dynamic_filter,
     generate,
     reward_func,
     reward_post_process,
@@ -23,6 +25,7 @@ from tau_adapters.slime.adapter import (
 
 __all__ = [
     "config_from_args",
+    "dynamic_filter",
     "generate",
     "reward_func",
     "reward_post_process",

@@ -51,6 +51,9 @@ def config_from_args(args: Any) -> EpisodeConfig:
     if context and not base.max_context_tokens:
         overrides["max_context_tokens"] = int(context)
     config = EpisodeConfig.from_env(**overrides)
+    from tau_adapters.startup import check_names
+
+    check_names(config)  # a misspelt reward/parser/user name fails the first sample, not each one
     _configs[id(args)] = (args, config)
     return config
 
@@ -198,12 +201,15 @@ def fill_sample(
 
     transcript = trajectory.transcript
     ids = transcript.ids.tolist() if transcript is not None else []
-    prompt_len = transcript.prompt_len if transcript is not None else len(ids)
-    sample.tokens = ids
-    sample.response_length = len(ids) - prompt_len
-    sample.response = template.decode(ids[prompt_len:]) if ids else ""
-    sample.loss_mask = transcript.loss_mask.tolist() if transcript is not None else []
-    sample.rollout_log_probs = transcript.logprobs.tolist() if transcript is not None else []
+    if ids:
+        prompt_len = transcript.prompt_len
+        sample.tokens = ids
+        sample.response_length = len(ids) - prompt_len
+        sample.response = template.decode(ids[prompt_len:])
+        sample.loss_mask = transcript.loss_mask.tolist()
+        sample.rollout_log_probs = transcript.logprobs.tolist()
+    else:
+        _placeholder_tokens(sample, template)
     sample.reward = float(trajectory.reward)
     sample.status = Sample.Status[_STATUS[trajectory.status]]
     # Failed episodes (user simulator, environment, engine gave up) must not train with reward 0.
@@ -245,6 +251,20 @@ def fill_sample(
         metadata["usage"] = dict(trajectory.usage)
     sample.metadata = metadata
     return sample
+
+
+def _placeholder_tokens(sample: Any, template: Any) -> None:
+    """Tokens for an episode that ended before the first model call (environment or user
+    simulator down): the prompt, as slime's own generate path always keeps it, and one masked
+    end-of-turn token as the response. A sample with no tokens would be scheduled as a
+    zero-length sequence in a training micro-batch; this one is well formed and removed."""
+    prompt = sample.prompt if isinstance(sample.prompt, str) and sample.prompt else "tau2 episode"
+    prompt_ids = list(template.prompt_ids([{"role": "user", "content": prompt}], None))
+    sample.tokens = [*prompt_ids, template.eot_id]
+    sample.response_length = 1
+    sample.response = ""
+    sample.loss_mask = [0]
+    sample.rollout_log_probs = [0.0]
 
 
 def reward_post_process(args: Any, samples: Sequence[Any]) -> tuple[list[float], list[float]]:
@@ -294,6 +314,52 @@ def reward_post_process(args: Any, samples: Sequence[Any]) -> tuple[list[float],
         for i in kept:
             out[i] = (shaped[i] - mean) / (std + 1e-6) if use_std else shaped[i] - mean
     return shaped, out
+
+
+def shaped_rewards(args: Any, samples: Sequence[Any]) -> list[float]:
+    """The configured shaper's reward per sample, from what `generate` stored in metadata."""
+    from tau_adapters.rewards import get_shaper
+
+    shaper = get_shaper(config_from_args(args))
+    values = []
+    for sample in samples:
+        metadata = sample.metadata if isinstance(sample.metadata, dict) else {}
+        raw = metadata.get("raw_reward", sample.reward)
+        if isinstance(raw, dict):
+            raw = raw.get("reward", 0.0)
+        result = shaper.shape(
+            metadata.get("reward_info"),
+            domain=str(metadata.get("domain", "")),
+            task_id=str(metadata.get("task_id", "")),
+            official=float(raw or 0.0),
+        )
+        values.append(float(result.value))
+    return values
+
+
+def dynamic_filter(args: Any, samples: Sequence[Any], **kwargs: Any) -> Any:
+    """``--dynamic-sampling-filter-path tau_adapters.slime.dynamic_filter``: keep a group whose
+    *shaped* rewards differ (std above 1e-6), leaving out removed samples.
+
+    slime's ``check_reward_nonzero_std`` reads ``sample.reward``, tau2's official 0/1, before
+    `reward_post_process` shapes it: with ``partial`` shaping it would drop every all-zero group
+    although partial credit gives it a learning signal. This filter sees what training sees.
+    """
+    kept = [s for s in samples if not getattr(s, "remove_sample", False)]
+    values = shaped_rewards(args, kept)
+    mean = sum(values) / len(values) if values else 0.0
+    std = (
+        math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        if len(values) > 1
+        else 0.0
+    )
+    keep = std > 1e-6
+    reason = None if keep else f"zero_std_shaped_{round(mean, 1)}"
+    try:
+        from slime.rollout.filter_hub.base_types import DynamicFilterOutput
+    except ImportError:  # older slime: a bare bool is accepted
+        return keep
+    return DynamicFilterOutput(keep=keep, reason=reason)
 
 
 def _groups(args: Any, samples: Sequence[Any]) -> list[list[int]]:

@@ -20,8 +20,11 @@ USER_GPUS=${USER_GPUS:-2}
 mkdir -p "$DATA_DIR"
 tau-adapters tasks export --domain airline,retail,telecom --split train --format slime \
   --output "$DATA_DIR/train.jsonl"
-tau-adapters tasks export --domain airline,retail,telecom --split test --format slime \
-  --output "$DATA_DIR/test.jsonl"
+# Evaluation: one dataset per domain, so slime reports pass^1 per domain (not one pooled mean).
+for domain in airline retail telecom; do
+  tau-adapters tasks export --domain "$domain" --split test --format slime \
+    --output "$DATA_DIR/test_$domain.jsonl"
+done
 
 # 2. The user simulator: an OpenAI-compatible SGLang server on its own GPUs.
 CUDA_VISIBLE_DEVICES=$(seq -s, "$TRAIN_GPUS" $((TRAIN_GPUS + USER_GPUS - 1))) \
@@ -36,6 +39,9 @@ export TAU2_USER_TEMPERATURE=${TAU2_USER_TEMPERATURE:-0.7}
 export TAU2_MAX_STEPS=${TAU2_MAX_STEPS:-100}
 export TAU_ADAPTERS_MAX_NEW_TOKENS=${TAU_ADAPTERS_MAX_NEW_TOKENS:-1024}   # per model turn
 export TAU_ADAPTERS_REWARD=${TAU_ADAPTERS_REWARD:-partial}               # official reward kept
+# The dynamic-sampling filter below (tau_adapters.slime.dynamic_filter) reads the same shaped
+# reward that training uses; slime's check_reward_nonzero_std would read the official 0/1 reward
+# and drop all-zero groups that partial credit can still learn from. Leave --reward-key unset.
 export TAU_ADAPTERS_ON_MALFORMED=${TAU_ADAPTERS_ON_MALFORMED:-observe}
 export TAU_ADAPTERS_THUNDERAGENT=${TAU_ADAPTERS_THUNDERAGENT:-0}         # 1 behind ThunderAgent
 
@@ -63,10 +69,11 @@ ray job submit --address=http://127.0.0.1:8265 --runtime-env-json="$ENV_VARS" --
   --rollout-max-response-len 16384 --rollout-max-context-len 32768 \
   --rollout-temperature 1.0 --rollout-top-p 1.0 \
   --global-batch-size 256 --balance-data \
-  --dynamic-sampling-filter-path slime.rollout.filter_hub.dynamic_sampling_filters.check_reward_nonzero_std \
+  --dynamic-sampling-filter-path tau_adapters.slime.dynamic_filter \
   --custom-generate-function-path tau_adapters.slime.generate \
   --custom-reward-post-process-path tau_adapters.slime.reward_post_process \
-  --eval-interval 10 --eval-prompt-data tau2-test "$DATA_DIR/test.jsonl" \
+  --eval-interval 10 --eval-prompt-data airline "$DATA_DIR/test_airline.jsonl" \
+  retail "$DATA_DIR/test_retail.jsonl" telecom "$DATA_DIR/test_telecom.jsonl" \
   --n-samples-per-eval-prompt 4 --eval-max-response-len 16384 \
   --advantage-estimator grpo --use-kl-loss --kl-loss-coef 0.0 --kl-loss-type low_var_kl \
   --eps-clip 0.2 --eps-clip-high 0.28 \

@@ -1,6 +1,8 @@
 """The `tau-adapters` command line: tasks, eval, score.
 
-Exit codes: 0 success, 2 bad usage or configuration (the message lists valid values), 130 interrupted.
+Exit codes: 0 success, 2 bad usage or configuration (the message lists valid values), 3 the run
+finished but some episodes failed (infrastructure: engine, user simulator, scoring; they are left
+out of the scores and listed under the table), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -8,14 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tau_adapters.cli_notes import any_failed
 from tau_adapters.errors import ConfigError
 
 EXIT_USAGE = 2
+EXIT_EPISODES_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -46,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = commands.add_parser("tasks", help="list or export task references")
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True)
     listing = task_commands.add_parser("list", help="print the task ids of a domain/split")
-    listing.add_argument("--domain", required=True)
+    listing.add_argument("--domain", required=True, type=_csv, help="comma-separated domains")
     listing.add_argument("--split", default=None)
     export = task_commands.add_parser("export", help="write task references as JSONL")
     export.add_argument("--domain", required=True, type=_csv, help="comma-separated domains")
@@ -69,9 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None, help="task split (default: base, or all for mock)")
     ev.add_argument("--num-trials", type=_positive_int, default=1)
     ev.add_argument("--concurrency", type=_positive_int, default=16)
-    ev.add_argument("--output", type=Path, default=Path("runs/latest"))
+    ev.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="run folder (default: a new runs/eval-<UTC time>); must be new or empty",
+    )
+    ev.add_argument("--overwrite", action="store_true", help="replace the run in --output")
+    ev.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the interrupted run in --output: finished episodes are kept, the rest run",
+    )
     ev.add_argument("--policy", default="oracle", help="policy spec (default: oracle)")
-    ev.add_argument("--user", default="scripted", help="user simulator spec (default: scripted)")
+    ev.add_argument(
+        "--user",
+        default=None,
+        help="user simulator spec (default: scripted, which only plays opposite the oracle)",
+    )
     ev.add_argument("--max-steps", type=_positive_int, default=None)
     ev.add_argument("--max-errors", type=_positive_int, default=None)
     ev.add_argument("--seed", type=int, default=None)
@@ -146,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--request-timeout", type=float, default=None, help="seconds per request")
     model.add_argument("--request-attempts", type=_positive_int, default=None)
+    model.add_argument(
+        "--wait-ready",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the policy endpoint to answer its protocol's probe",
+    )
+    model.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="skip the start-up check that the policy endpoint speaks the expected protocol",
+    )
 
     warm = commands.add_parser(
         "export",
@@ -188,8 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
         "runs", nargs="+", type=Path, help="one run directory (report) or two (A then B: compare)"
     )
     report.add_argument(
-        "--output", type=Path, default=None, help="folder for comparison.json (default: run B)"
+        "--output",
+        type=Path,
+        default=None,
+        help="folder for comparison.json (default: the current folder)",
     )
+    from tau_adapters.cli_help import document_options
+
+    document_options(parser)
     return parser
 
 
@@ -206,15 +244,19 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     if args.tasks_command == "list":
         from rich.table import Table
 
-        refs = list_tasks(args.domain, args.split)
-        table = Table(title=f"{args.domain} / {refs[0]['split'] if refs else args.split}")
-        table.add_column("#", justify="right")
-        table.add_column("task_id")
-        for number, ref in enumerate(refs):
-            table.add_row(str(number), ref["task_id"])
-        _console().print(table)
-        print(f"{len(refs)} tasks")
+        for domain in args.domain:
+            refs = list_tasks(domain, args.split)
+            table = Table(title=f"{domain} / {refs[0]['split'] if refs else args.split}")
+            table.add_column("#", justify="right")
+            table.add_column("task_id")
+            for number, ref in enumerate(refs):
+                table.add_row(str(number), ref["task_id"])
+            _console().print(table)
+            print(f"{len(refs)} tasks")
         return 0
+    from tau_adapters.run_folder import check_output_file
+
+    check_output_file(args.output, "--output")
     count = export_task_refs(args.domain, args.split, args.output, args.format)
     print(f"wrote {count} task references to {args.output}")
     return 0
@@ -227,7 +269,7 @@ def print_summary(summary: dict[str, Any], title: str = "results") -> None:
     domains = summary["domains"]
     max_k = max((stats["trials"] for stats in domains.values()), default=0)
     table = Table(title=title)
-    for column in ("domain", "tasks", "trials", "avg reward"):
+    for column in ("domain", "tasks", "trials", "failed", "avg reward"):
         table.add_column(column, justify="left" if column == "domain" else "right", no_wrap=True)
     for k in range(1, max_k + 1):
         table.add_column(f"pass^{k}", justify="right")
@@ -240,7 +282,8 @@ def print_summary(summary: dict[str, Any], title: str = "results") -> None:
         return "-" if value is None else f"{value:.3f}"
 
     for domain, stats in domains.items():
-        cells = [domain, str(stats["tasks"]), str(stats["trials"]), fmt(stats["avg_reward"])]
+        cells = [domain, str(stats["tasks"]), str(stats["trials"]), str(stats.get("failed", 0))]
+        cells.append(fmt(stats["avg_reward"]))
         cells += [fmt(stats["pass_hat_k"].get(str(k))) for k in range(1, max_k + 1)]
         if max_k:
             cells.append(fmt(stats["pass_at_k"].get(str(max_k))))
@@ -249,12 +292,21 @@ def print_summary(summary: dict[str, Any], title: str = "results") -> None:
         table.add_row(*cells)
     _console().print(table)
     print("pass^k: all k trials of a task succeed (tau-bench); pass@k: at least one of k succeeds.")
+    from tau_adapters.cli_notes import print_failures_and_state
+
+    print_failures_and_state(summary)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tau_adapters.config import EpisodeConfig
-    from tau_adapters.evaluate import SUMMARY_FILE, TRAJECTORIES_FILE, evaluate
+    from tau_adapters.evaluate import SUMMARY_FILE, TRAJECTORIES_FILE, evaluate, plan_jobs
+    from tau_adapters.run_folder import default_run_folder, prepare_run_folder
+    from tau_adapters.startup import check_names, check_user_for_policy
 
+    if args.output is None:
+        if args.resume:
+            raise ConfigError("--resume needs --output, the folder of the run to finish")
+        args.output = default_run_folder()
     base = EpisodeConfig.from_env(
         domain=args.domain[0] if args.domain else None,
         policy=args.policy,
@@ -284,6 +336,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         user_temperature=args.user_temperature,
         reward=args.reward,
     )
+    user_explicit = args.user is not None or any(
+        var in os.environ for var in ("TAU_ADAPTERS_USER", "TAU2_USER")
+    )
+    check_names(base)  # a misspelt name first: it would make every other message misleading
+    check_user_for_policy(base, user_explicit=user_explicit)
+    if not args.no_probe:
+        from tau_adapters.endpoint_probe import probe_policy_endpoint
+        from tau_adapters.plugins import make_policy
+
+        make_policy(base.policy, base)  # local settings (e.g. the tokenizer) before the network
+        probe_policy_endpoint(base, wait_s=args.wait_ready)
+    # Every name, task id and setting is checked before the run folder is touched.
+    jobs = plan_jobs(
+        args.domain,
+        base,
+        split=args.split,
+        num_trials=args.num_trials,
+        task_ids=args.task_ids,
+        num_tasks=args.num_tasks,
+    )
+    existing = prepare_run_folder(args.output, overwrite=args.overwrite, resume=args.resume)
+    print(f"results: {args.output}", file=sys.stderr)
     executor = None
     if args.executor == "ray":
         from tau_adapters.ray_executor import RayExecutor
@@ -305,6 +379,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 task_ids=args.task_ids,
                 num_tasks=args.num_tasks,
                 show_progress=not args.no_progress,
+                existing=existing,
+                jobs=jobs,
                 executor=executor,
             )
         )
@@ -321,7 +397,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"tau-adapters: warning: report not written: {exc}", file=sys.stderr)
     else:
         print(f"wrote {args.output / REPORT_FILE} and {args.output / PLOT_FILE}")
-    return 0
+    return EXIT_EPISODES_FAILED if any_failed(summary) else 0
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -332,6 +408,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     rows = read_rows(args.trajectories)
     if not rows:
         raise ConfigError(f"{args.trajectories}: no trajectories in the file")
+    if args.output is not None:
+        from tau_adapters.run_folder import check_output_file
+
+        check_output_file(args.output, "--output")
     scored = rescore_rows(rows, source=str(args.trajectories), judge_model=args.judge_model)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -376,10 +456,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     labels = [run.resolve().name for run in runs]
     if labels[0] == labels[1]:
         labels = [str(run) for run in runs]
+    from tau_adapters.run_folder import make_folder
+
+    # Where the user asked, or the current folder: never inside run B, which is B's own record.
+    output = args.output if args.output is not None else Path(".")
+    make_folder(output, "--output")
     comparison = compare(both[0], both[1], label_a=labels[0], label_b=labels[1])
     print_comparison(comparison, _console())
-    output = args.output if args.output is not None else runs[1]
-    output.mkdir(parents=True, exist_ok=True)
     path = output / COMPARISON_FILE
     path.write_text(json.dumps(comparison, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path}")

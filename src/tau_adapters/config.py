@@ -169,6 +169,9 @@ class EpisodeConfig(BaseModel):
         Explicit keyword arguments win over the environment.
         """
         environ = os.environ if environ is None else environ
+        from tau_adapters.startup import check_environment
+
+        check_environment(environ)  # a misspelt TAU_ADAPTERS_* name fails instead of being ignored
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for var, field in ENV_ALIASES.items():

@@ -14,12 +14,27 @@ class ConfigError(TauAdaptersError, ValueError):
 class UnknownNameError(ConfigError, KeyError):
     """A name (domain, split, task id, plugin) that is not registered; lists the valid ones."""
 
+    #: The list of valid values is cut at about this many characters (telecom has 2,285 task
+    #: ids of ~100 characters each); close matches are always shown.
+    MAX_SHOWN_CHARS = 400
+
     def __init__(self, kind: str, name: object, valid: list[str] | tuple[str, ...]) -> None:
+        import difflib
+
         self.kind = kind
         self.name = name
         self.valid = list(valid)
-        shown = ", ".join(self.valid[:40]) + (", ..." if len(self.valid) > 40 else "")
-        super().__init__(f"unknown {kind} {name!r}; valid values: {shown}")
+        near = difflib.get_close_matches(str(name), self.valid, n=3, cutoff=0.6)
+        shown: list[str] = []
+        for value in self.valid:
+            if shown and sum(len(v) + 2 for v in shown) + len(value) > self.MAX_SHOWN_CHARS:
+                break
+            shown.append(value)
+        listed = ", ".join(shown)
+        if len(shown) < len(self.valid):
+            listed += f", ... ({len(self.valid)} in all)"
+        hint = f"; did you mean {', '.join(repr(v) for v in near)}?" if near else ""
+        super().__init__(f"unknown {kind} {name!r}{hint}; valid values: {listed}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
@@ -31,12 +46,21 @@ class EpisodeSignal(TauAdaptersError):
     status = "failed"
     termination_reason = "agent_error"
 
+    def __init__(self, *args: object, turn_taken: bool = False) -> None:
+        super().__init__(*args)
+        #: The model produced (part of) a turn before the signal: it counts as an agent turn.
+        self.turn_taken = turn_taken
+
 
 class EpisodeTruncated(EpisodeSignal):
-    """A token budget (response tokens, context length) ran out, or the engine hit its length."""
+    """A token budget (response tokens, context length) ran out, or the engine hit its length.
+
+    Its own termination reason, ``token_budget``: tau2 has none for it, so tau2's scoring sees
+    ``max_steps`` (see `session.TAU2_TERMINATION_REASON`) and ``reward_info`` says so.
+    """
 
     status = "truncated"
-    termination_reason = "max_steps"
+    termination_reason = "token_budget"
 
 
 class EpisodeAborted(EpisodeSignal):

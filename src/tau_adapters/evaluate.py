@@ -45,14 +45,30 @@ def plan_jobs(
         raise ConfigError(f"num_trials must be >= 1 (got {num_trials})")
     if num_tasks is not None and num_tasks < 1:
         raise ConfigError(f"num_tasks must be >= 1 (got {num_tasks})")
-    # Build (and so validate) the policy and user once before starting anything.
+    # Check every name, then build (and so validate) the policy and user once, before anything.
+    from tau_adapters.scheduling import cpu_threads
+    from tau_adapters.startup import check_names
+
+    check_names(base)
+    cpu_threads()
     make_policy(base.policy, base)
     make_user(base.user, base)
+    if task_ids and len(set(task_ids)) != len(task_ids):
+        twice = sorted({t for t in task_ids if list(task_ids).count(t) > 1})
+        raise ConfigError(f"--task-ids lists {', '.join(twice)} more than once")
     jobs: list[Job] = []
+    seen: dict[tuple[str, str], str] = {}
     for name in domains:
         domain_name, domain_split = resolve_domain(name, split)
         backend = get_domain(domain_name)
         chosen_split = domain_split or backend.default_split()
+        if (domain_name, chosen_split) in seen:
+            # The same tasks twice would count one run as two trials of each task.
+            raise ConfigError(
+                f"--domain names {domain_name}/{chosen_split} twice ({seen[domain_name, chosen_split]!r}"
+                f" and {name!r}); use --num-trials for more trials"
+            )
+        seen[domain_name, chosen_split] = name
         tasks = backend.tasks(chosen_split)
         if task_ids:
             known = {task.id: task for task in tasks}
@@ -115,11 +131,14 @@ async def run_jobs(
     concurrency: int,
     output: Path,
     show_progress: bool = True,
+    existing: Sequence[dict[str, Any]] = (),
     runner: Callable[[Job], Awaitable[dict[str, Any]]] = run_job,
 ) -> list[dict[str, Any]]:
     """Run jobs with at most `concurrency` at once; rows are appended as episodes finish.
 
-    `runner` runs one episode and returns its row: `run_job` here, or an executor's (Ray)."""
+    `existing` rows (a resumed run's finished episodes) are written first and returned with the
+    new ones. `runner` runs one episode and returns its row: `run_job` here, or an executor's
+    (Ray)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -133,7 +152,7 @@ async def run_jobs(
         raise ConfigError(f"concurrency must be >= 1 (got {concurrency})")
     output.mkdir(parents=True, exist_ok=True)
     semaphore = asyncio.Semaphore(concurrency)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = list(existing)
 
     async def guarded(job: Job) -> dict[str, Any]:
         async with semaphore:
@@ -150,15 +169,19 @@ async def run_jobs(
     )
     with (output / TRAJECTORIES_FILE).open("w", encoding="utf-8") as stream, progress:
         bar = progress.add_task("eval", total=len(jobs), avg=0.0)
+        for row in rows:
+            _write_line(stream, row)
         tasks = [asyncio.ensure_future(guarded(job)) for job in jobs]
         total_reward = 0.0
+        done = 0
         try:
             for next_done in asyncio.as_completed(tasks):
                 row = await next_done
                 rows.append(row)
                 _write_line(stream, row)
                 total_reward += float(row["reward"])
-                progress.update(bar, advance=1, avg=total_reward / len(rows))
+                done += 1
+                progress.update(bar, advance=1, avg=total_reward / done)
         finally:
             for task in tasks:
                 task.cancel()
@@ -173,6 +196,7 @@ def write_summary(
     *,
     partial: bool = False,
     wall_s: float | None = None,
+    planned_episodes: int | None = None,
 ) -> dict[str, Any]:
     from tau_adapters import __version__
 
@@ -181,6 +205,8 @@ def write_summary(
         "config": config,
         "partial": partial,
         "episodes": len(rows),
+        "planned_episodes": planned_episodes,
+        "failed": sum(1 for row in rows if row.get("status") == "failed"),
         "wall_s": wall_s,
         "tau_adapters_version": __version__,
     }
@@ -205,15 +231,32 @@ async def evaluate(
     task_ids: Sequence[str] | None = None,
     num_tasks: int | None = None,
     show_progress: bool = True,
+    existing: Sequence[dict[str, Any]] = (),
+    jobs: Sequence[Job] | None = None,
     executor: Any | None = None,
 ) -> dict[str, Any]:
     """Plan, run and summarise an evaluation; returns the summary written to ``summary.json``.
 
+    `existing`: finished rows of an interrupted run (see `run_folder.prepare_run_folder`); their
+    (domain, task, trial) are not run again and the summary covers them too. `jobs`: the plan,
+    when the caller already made it (with the same arguments) to validate before any output.
     ``executor`` (e.g. `tau_adapters.ray_executor.RayExecutor`, started) runs the episodes
     elsewhere; rows, files and the summary are the same as a local run's."""
-    jobs = plan_jobs(
-        domains, base, split=split, num_trials=num_trials, task_ids=task_ids, num_tasks=num_tasks
-    )
+    if jobs is None:
+        jobs = plan_jobs(
+            domains,
+            base,
+            split=split,
+            num_trials=num_trials,
+            task_ids=task_ids,
+            num_tasks=num_tasks,
+        )
+    planned = len(jobs)
+    if existing:
+        from tau_adapters.run_folder import row_key
+
+        done = {row_key(row) for row in existing}
+        jobs = [j for j in jobs if (j.config.domain, j.task.id, j.trial) not in done]
     served = policy_protocol(base.policy)
     if served is not None:  # what the endpoint is (ThunderAgent build?); refuse what cannot work
         info = await ensure_router(served[1], served[0], thunderagent=base.thunderagent)
@@ -238,6 +281,7 @@ async def evaluate(
             concurrency=concurrency,
             output=output,
             show_progress=show_progress,
+            existing=existing,
             runner=executor.run if executor is not None else run_job,
         )
         partial = False
@@ -247,7 +291,12 @@ async def evaluate(
         if partial:  # interrupted: summarise what was written so far
             rows = read_rows(output / TRAJECTORIES_FILE)
         summary = write_summary(
-            output, rows, run_config, partial=partial, wall_s=time.perf_counter() - started
+            output,
+            rows,
+            run_config,
+            partial=partial,
+            wall_s=time.perf_counter() - started,
+            planned_episodes=planned,
         )
     return summary
 

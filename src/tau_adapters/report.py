@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tau_adapters.errors import ConfigError
-from tau_adapters.metrics import is_success, pass_at_k, pass_hat_k, summarize
+from tau_adapters.metrics import is_failed, is_success, pass_at_k, pass_hat_k, summarize
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -82,9 +82,13 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def _task_counts(rows: Iterable[Row]) -> dict[str, tuple[int, int]]:
-    """(trials, successes) per task id, the input of metrics.pass_hat_k / pass_at_k."""
+    """(trials, successes) per task id, the input of metrics.pass_hat_k / pass_at_k.
+
+    Failed episodes (infrastructure) are left out, as in metrics.summarize."""
     outcomes: dict[str, list[bool]] = defaultdict(list)
     for row in rows:
+        if is_failed(row):
+            continue
         outcomes[str(row["task_id"])].append(is_success(_reward(row)))
     return {task: (len(hits), sum(hits)) for task, hits in outcomes.items()}
 
@@ -203,6 +207,9 @@ def _block(
         "tasks": stats["tasks"],
         "trials": stats["trials"],
         "episodes": stats["episodes"],
+        "scored": stats["scored"],
+        "failed": stats["failed"],
+        "failure_reasons": stats["failure_reasons"],
         "avg_reward": stats["avg_reward"],
         "pass_hat_k": _with_intervals(counts, stats["pass_hat_k"], pass_hat_k, **options),
         "pass_at_k": _with_intervals(counts, stats["pass_at_k"], pass_at_k, **options),
@@ -264,46 +271,60 @@ def build_report(
 # --------------------------------------------------------------------------- plot
 
 
-def plot_pass_hat_k(
-    report: Mapping[str, Any],
-    path: str | Path,
-    *,
-    width_px: int = 800,
-    height_px: int = 500,
-    dpi: int = 100,
-) -> Path:
-    """Draw pass^k over k, one line per domain with its CI band, into a PNG of exact pixel size.
+#: Marker per domain, so that domains with the same values stay distinguishable.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: Horizontal spread of the domains around each k (in units of k): overlapping points separate.
+DODGE = 0.12
 
-    The exact size (no ``bbox_inches="tight"``) keeps images of different runs comparable side by
-    side. Uses a bare Agg canvas rather than pyplot, so nothing global is touched.
+
+def pass_hat_k_figure(
+    report: Mapping[str, Any], *, width_px: int = 800, height_px: int = 500, dpi: int = 100
+) -> Any:
+    """The pass^k figure (a matplotlib `Figure` on a bare Agg canvas; nothing global touched).
+
+    One line per domain with its CI band. Ticks sit on whole trials only; domains are dodged
+    a little sideways and get their own marker, so equal values (one trial, all 1.0) stay visible.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise ConfigError("plotting pass^k needs matplotlib: pip install matplotlib") from None
     if width_px < 1 or height_px < 1 or dpi < 1:
         raise ConfigError(f"bad image size {width_px}x{height_px} px at {dpi} dpi")
-    path = Path(path)
     figure = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     max_k = 1
-    for domain, block in report.get("domains", {}).items():
-        points = sorted((int(k), entry) for k, entry in block["pass_hat_k"].items())
-        points = [(k, entry) for k, entry in points if entry["value"] is not None]
-        if not points:
-            continue
+    drawn = [
+        (domain, points)
+        for domain, block in report.get("domains", {}).items()
+        if (
+            points := [
+                (k, entry)
+                for k, entry in sorted((int(k), e) for k, e in block["pass_hat_k"].items())
+                if entry["value"] is not None
+            ]
+        )
+    ]
+    count = len(drawn)
+    for index, (domain, points) in enumerate(drawn):
+        shift = (index - (count - 1) / 2) * (DODGE / max(count - 1, 1)) if count > 1 else 0.0
         ks = [k for k, _ in points]
+        xs = [k + shift for k in ks]
         max_k = max(max_k, ks[-1])
         (line,) = axes.plot(
-            ks, [entry["value"] for _, entry in points], marker="o", label=str(domain)
+            xs,
+            [entry["value"] for _, entry in points],
+            marker=MARKERS[index % len(MARKERS)],
+            label=str(domain),
         )
-        banded = [(k, entry["ci"]) for k, entry in points if entry.get("ci")]
+        banded = [
+            (x, entry["ci"]) for x, (_, entry) in zip(xs, points, strict=True) if entry.get("ci")
+        ]
         if banded:
             axes.fill_between(
-                [k for k, _ in banded],
+                [x for x, _ in banded],
                 [ci[0] for _, ci in banded],
                 [ci[1] for _, ci in banded],
                 color=line.get_color(),
@@ -316,14 +337,36 @@ def plot_pass_hat_k(
     axes.set_xlabel("k (trials)")
     axes.set_ylabel("pass^k")
     axes.set_ylim(-0.02, 1.04)  # markers at 0 and 1 stay whole
-    axes.set_xlim(0.8, max_k + 0.2)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlim(0.8 - DODGE / 2, max_k + 0.2 + DODGE / 2)
+    step = max(1, -(-max_k // 10))  # at most ~10 ticks, always whole trials
+    axes.set_xticks(list(range(1, max_k + 1, step)))
     axes.grid(True, alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(loc="best")
     figure.tight_layout()  # moves the axes inside the figure; the figure keeps its size
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=dpi)
+    return figure
+
+
+def plot_pass_hat_k(
+    report: Mapping[str, Any],
+    path: str | Path,
+    *,
+    width_px: int = 800,
+    height_px: int = 500,
+    dpi: int = 100,
+) -> Path:
+    """Draw `pass_hat_k_figure` into a PNG of exact pixel size.
+
+    The exact size (no ``bbox_inches="tight"``) keeps images of different runs comparable side by
+    side.
+    """
+    figure = pass_hat_k_figure(report, width_px=width_px, height_px=height_px, dpi=dpi)
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, format="png", dpi=dpi)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 
@@ -410,9 +453,46 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
     if not rows:
         raise ConfigError(f"{source}: no trajectories in the file")
     report = build_report(rows)
-    (run_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report["partial"] = run_state(run_dir, len(rows))
+    try:
+        (run_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {run_dir / REPORT_FILE}: {exc.strerror or exc}") from None
     plot_pass_hat_k(report, run_dir / PLOT_FILE)
     return report
+
+
+def run_state(run_dir: Path, rows: int) -> dict[str, Any] | None:
+    """Whether a run stopped early: None for a finished run, else what is known about it.
+
+    ``eval`` writes ``partial`` and ``planned_episodes`` into ``summary.json`` (also when it is
+    interrupted); a run killed before writing any summary is reported as possibly partial.
+    """
+    from tau_adapters.evaluate import SUMMARY_FILE
+
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"episodes": rows, "planned_episodes": None, "reason": f"no readable {SUMMARY_FILE}"}
+    if not isinstance(summary, Mapping) or not summary.get("partial"):
+        return None
+    return {
+        "episodes": rows,
+        "planned_episodes": summary.get("planned_episodes"),
+        "reason": "the run was interrupted",
+    }
+
+
+def partial_note(state: Mapping[str, Any] | None) -> str | None:
+    """One line saying that a report covers an unfinished run, or None."""
+    if not state:
+        return None
+    planned = state.get("planned_episodes")
+    of = f" of {planned} planned" if planned else ""
+    return (
+        f"PARTIAL RUN ({state.get('reason')}): {state.get('episodes')}{of} episodes; "
+        "numbers cover only the episodes written (eval --resume finishes it)"
+    )
 
 
 # --------------------------------------------------------------------------- printing
@@ -460,7 +540,7 @@ def print_report(report: Mapping[str, Any], console: Console | None = None) -> N
     confidence = report.get("bootstrap", {}).get("confidence")
     title = "pass^k" + (f" ({confidence:.0%} bootstrap CI over tasks)" if confidence else "")
     table = Table(title=title)
-    for column in ("domain", "tasks", "trials", "episodes", "avg reward"):
+    for column in ("domain", "tasks", "trials", "episodes", "failed", "avg reward"):
         table.add_column(column, justify="left" if column == "domain" else "right", no_wrap=True)
     for k in range(1, max_k + 1):
         table.add_column(f"pass^{k}", justify="right", no_wrap=True)
@@ -472,6 +552,7 @@ def print_report(report: Mapping[str, Any], console: Console | None = None) -> N
             str(block["tasks"]),
             str(block["trials"]),
             str(block["episodes"]),
+            str(block.get("failed", 0)),
             _fmt(block["avg_reward"]),
         ]
         cells += [_fmt_ci(block["pass_hat_k"].get(str(k))) for k in range(1, max_k + 1)]
@@ -479,6 +560,11 @@ def print_report(report: Mapping[str, Any], console: Console | None = None) -> N
             cells.append(_fmt_ci(block["pass_at_k"].get(str(max_k))))
         table.add_row(*cells)
     console.print(table)
+    note = partial_note(report.get("partial"))
+    if note:
+        console.print(Text(note, style="bold red"))
+    if any(block.get("failed") for _, block in blocks):
+        console.print(Text("failed episodes (infrastructure) are left out of every score above"))
 
     failures = Table(title="failures")
     columns = (
@@ -533,21 +619,27 @@ def print_comparison(comparison: Mapping[str, Any], console: Console | None = No
     console = _default_console(console)
     a, b = comparison["labels"]["a"], comparison["labels"]["b"]
     table = Table(title=f"{a} -> {b}")
-    table.add_column("domain", no_wrap=True)
-    table.add_column("k", justify="right")
-    for metric in ("avg reward", "pass^1", "pass^k"):
-        for side in (a, b, "delta"):
-            table.add_column(Text(f"{metric} {side}"), justify="right", no_wrap=True)
 
     def delta(value: float | None) -> str:
         return "-" if value is None else f"{value:+.3f}"
 
+    # pass^k adds nothing where k is 1 everywhere (it is pass^1); a column with no value is noise.
+    metrics = [("avg reward", "avg_reward"), ("pass^1", "pass_hat_1")]
+    if any((stats["k"] or 0) > 1 for stats in comparison["domains"].values()):
+        metrics.append(("pass^k", "pass_hat_k"))
+    headers = ["domain", "k"] + [f"{m} {side}" for m, _ in metrics for side in (a, b, "delta")]
+    rows = []
     for domain, stats in comparison["domains"].items():
-        cells = [Text(str(domain)), "-" if stats["k"] is None else str(stats["k"])]
-        for key in ("avg_reward", "pass_hat_1", "pass_hat_k"):
+        cells = [str(domain), "-" if stats["k"] is None else str(stats["k"])]
+        for _, key in metrics:
             side = stats[key]
             cells += [_fmt(side["a"]), _fmt(side["b"]), delta(side["delta"])]
-        table.add_row(*cells)
+        rows.append(cells)
+    keep = [i for i in range(len(headers)) if i == 0 or any(row[i] != "-" for row in rows)]
+    for i in keep:
+        table.add_column(Text(headers[i]), justify="left" if i == 0 else "right", no_wrap=True)
+    for cells in rows:
+        table.add_row(*[Text(cells[i]) if i == 0 else cells[i] for i in keep])
     console.print(table)
     names = {"fixed": "fixed", "broken": "broken", "only_in_a": f"only in {a}"}
     names["only_in_b"] = f"only in {b}"

@@ -19,15 +19,23 @@ def rescore_row(row: dict[str, Any], *, judge_model: str | None = None) -> dict[
     domain_name, _ = resolve_domain(str(row["domain"]))
     backend = get_domain(domain_name)
     task = backend.task(str(row["task_id"]))
+    from tau_adapters.row_checks import check_row_identity
+
+    check_row_identity(row, backend, task)
     try:
         messages = backend.tau2.message_adapter().validate_python(row["messages"])
     except Exception as exc:
         raise ConfigError(f"messages are not tau2 messages: {exc}") from None
+    from tau_adapters.session import TAU2_TERMINATION_REASON
+
     reason = str(row["termination_reason"])
+    tau2_reason = TAU2_TERMINATION_REASON.get(reason, reason)  # e.g. token_budget -> max_steps
     valid = [r.value for r in backend.tau2.TerminationReason]
-    if reason not in valid:
-        raise ConfigError(f"termination_reason {reason!r} is not one of {valid}")
-    info = backend.score(task, messages, reason, judge_model=judge_model)
+    if tau2_reason not in valid:
+        raise ConfigError(
+            f"termination_reason {reason!r} is not one of {valid + list(TAU2_TERMINATION_REASON)}"
+        )
+    info = backend.score(task, messages, tau2_reason, judge_model=judge_model)
     stored = row.get("reward")
     return {
         "domain": backend.name,
@@ -46,6 +54,9 @@ def rescore_row(row: dict[str, Any], *, judge_model: str | None = None) -> dict[
 def rescore_rows(
     rows: Sequence[dict[str, Any]], *, source: str = "input", judge_model: str | None = None
 ) -> list[dict[str, Any]]:
+    from tau_adapters.row_checks import check_no_duplicates
+
+    check_no_duplicates(rows, source)
     out = []
     for number, row in enumerate(rows, 1):
         try:

@@ -55,6 +55,8 @@ class Trajectory:
     shaped: Any | None = None
     #: Per agent turn: seconds in the policy (engine call included) and in the environment/user.
     turn_timings: list[dict[str, float]] = field(default_factory=list)
+    #: Content hash of the task (`row_checks.task_fingerprint`): `score` checks rows against it.
+    task_fingerprint: str | None = None
 
     @property
     def shaped_reward(self) -> float:
@@ -67,6 +69,7 @@ class Trajectory:
             "domain": self.domain,
             "split": self.split,
             "task_id": self.task_id,
+            "task_fingerprint": self.task_fingerprint,
             "trial": self.trial,
             "seed": self.seed,
             "status": self.status,
@@ -137,6 +140,8 @@ async def rollout(
             try:
                 message = await policy.act(observation)
             except EpisodeSignal as signal:
+                if getattr(signal, "turn_taken", False):
+                    session.counters.agent_turns += 1  # e.g. a model turn cut at its length
                 session.fail(str(signal), signal.termination_reason, signal.status)
                 break
             except EndpointError as exc:
@@ -237,10 +242,13 @@ def _finish(
     shaped = shaper.shape(reward_info, domain=session.domain.name, task_id=task.id, official=reward)
     if status != "failed":  # infrastructure failures say nothing about the task's difficulty
         shaper.observe(domain=session.domain.name, task_id=task.id, official=reward)
+    from tau_adapters.row_checks import task_fingerprint
+
     return Trajectory(
         domain=session.domain.name,
         split=split,
         task_id=task.id,
+        task_fingerprint=task_fingerprint(task),
         trial=trial,
         seed=seed,
         messages=session.messages,

@@ -44,10 +44,17 @@ def forget(key: Hashable) -> None:
 
 
 def cpu_threads() -> int:
+    """``TAU_ADAPTERS_CPU_THREADS`` (default 4); a bad value is an error, never a silent 4."""
+    value = os.environ.get("TAU_ADAPTERS_CPU_THREADS", "4")
     try:
-        return max(1, int(os.environ.get("TAU_ADAPTERS_CPU_THREADS", "4")))
+        threads = int(value)
     except ValueError:
-        return 4
+        threads = 0
+    if threads < 1:
+        from tau_adapters.errors import ConfigError
+
+        raise ConfigError(f"TAU_ADAPTERS_CPU_THREADS must be a positive integer (got {value!r})")
+    return threads
 
 
 @functools.cache

@@ -23,6 +23,8 @@ from tau_adapters.prompts import system_prompt
 from tau_adapters.scheduling import run_cpu
 
 AGENT_STOP_TOKEN = "###STOP###"
+#: Our termination reasons that tau2 does not have, and the tau2 reason its scoring is given.
+TAU2_TERMINATION_REASON: dict[str, str] = {"token_budget": "max_steps"}
 
 
 class Role(str, Enum):
@@ -197,12 +199,14 @@ class Session:
         """tau2's `RewardInfo` for the finished episode."""
         if not self.done:
             raise EpisodeDoneError("score() needs a finished episode")
-        return self.domain.score(
-            self.task,
-            self.messages,
-            self.termination_reason,
-            judge_model=self.config.judge_model,
+        reason = self.termination_reason
+        tau2_reason = TAU2_TERMINATION_REASON.get(str(reason), reason)
+        info = self.domain.score(
+            self.task, self.messages, tau2_reason, judge_model=self.config.judge_model
         )
+        if tau2_reason != reason:  # ours stays in termination_reason; tau2's is recorded here
+            info.info = {**(info.info or {}), "tau2_termination_reason": tau2_reason}
+        return info
 
     @property
     def environment(self) -> Any:

@@ -152,9 +152,11 @@ class SGLangPolicy:
         text = self.transcript.append_model(generation.ids, generation.logprobs)
         self.top_p_turns.append(generation.top_p_tokens())
         if generation.finish_reason == "abort":
-            raise EpisodeAborted("the engine aborted the generation")
+            raise EpisodeAborted("the engine aborted the generation", turn_taken=True)
         if generation.finish_reason == "length":
-            raise EpisodeTruncated(f"the model turn hit the token limit ({max_new} new tokens)")
+            raise EpisodeTruncated(
+                f"the model turn hit the token limit ({max_new} new tokens)", turn_taken=True
+            )
         return text, self.parser.parse(text)
 
     def _prepare(self, observation: list[Any]) -> dict[str, Any]:
@@ -175,10 +177,12 @@ class SGLangPolicy:
             self._check_budget(len(delta))
             transcript.append_observation(messages, delta)
         max_new = config.max_new_tokens
+        # A turn cut at its length gets the template's end-of-turn token appended (not sampled,
+        # mask 0): one token is kept free for it, so the budgets are hard limits.
         if config.max_response_tokens is not None:
-            max_new = min(max_new, config.max_response_tokens - transcript.response_length)
+            max_new = min(max_new, config.max_response_tokens - transcript.response_length - 1)
         if config.max_context_tokens is not None:
-            max_new = min(max_new, config.max_context_tokens - len(transcript.ids))
+            max_new = min(max_new, config.max_context_tokens - len(transcript.ids) - 1)
         if max_new <= 0:
             raise EpisodeTruncated("token budget exhausted before the model could answer")
         extra = self.extra_sampling

@@ -1,17 +1,29 @@
-"""``python -m tau_adapters.testing --tokenizer DIR --port N``: serve the tiny engine on loopback."""
+"""``python -m tau_adapters.testing --tokenizer DIR --port N``: serve the tiny engine on loopback.
+
+Prints ``ready: URL`` (flushed) once the server accepts requests; a port that is already taken
+exits with code 2 and says so, instead of leaving an eval to talk to whatever holds the port.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from tau_adapters.testing.server import LoopbackEngine
 from tau_adapters.testing.tokenizer import STYLES, build_tokenizer
 from tau_adapters.tokenizer import load_tokenizer
 
+EXIT_PORT_IN_USE = 2
+READY_PREFIX = "ready: "
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tau_adapters.testing",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--tokenizer", default=None, help="local Hugging Face tokenizer folder")
     parser.add_argument(
         "--style",
@@ -19,27 +31,33 @@ def main() -> None:
         choices=sorted(STYLES),
         help="built-in tokenizer/template when --tokenizer is not given",
     )
-    parser.add_argument("--port", type=int, default=30000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--port", type=int, default=30000, help="loopback port (0: any free one)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the tiny model's weights")
     parser.add_argument(
         "--save-tokenizer",
         default=None,
         help="write the tokenizer to this folder (for --tokenizer elsewhere)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else build_tokenizer(args.style)
     if args.save_tokenizer:
         tokenizer.save_pretrained(args.save_tokenizer)
-    engine = LoopbackEngine(tokenizer, seed=args.seed).start(args.port)
+    try:
+        engine = LoopbackEngine(tokenizer, seed=args.seed).start(args.port)
+    except OSError as exc:
+        print(f"tau_adapters.testing: error: {exc.strerror or exc}", file=sys.stderr, flush=True)
+        return EXIT_PORT_IN_USE
     print(
-        f"tiny engine on {engine.url} (SGLang /generate, OpenAI /v1/chat/completions); Ctrl-C stops"
+        f"{READY_PREFIX}{engine.url} (SGLang /generate, OpenAI /v1/chat/completions); Ctrl-C stops",
+        flush=True,
     )
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         engine.stop()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

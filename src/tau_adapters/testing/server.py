@@ -86,7 +86,15 @@ class LoopbackEngine:
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, port))
+        try:
+            sock.bind((self.host, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                exc.errno,
+                f"cannot listen on {self.host}:{port}: {exc.strerror or exc} "
+                "(another program holds the port? pick another --port)",
+            ) from None
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app(), log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
@@ -253,12 +261,19 @@ class LoopbackEngine:
         async def model_info(request: Request) -> Any:
             return JSONResponse({"model_path": "tau-adapters-tiny", "is_generation": True})
 
+        async def models(request: Request) -> Any:
+            return JSONResponse(
+                {"object": "list", "data": [{"id": "tau-adapters-tiny", "object": "model"}]}
+            )
+
         return Starlette(
             routes=[
                 Route("/generate", generate, methods=["POST"]),
                 Route("/v1/chat/completions", chat, methods=["POST"]),
                 Route("/health", health, methods=["GET"]),
                 Route("/get_model_info", model_info, methods=["GET"]),
+                Route("/model_info", model_info, methods=["GET"]),
+                Route("/v1/models", models, methods=["GET"]),
             ]
         )
 
