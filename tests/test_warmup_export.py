@@ -133,7 +133,7 @@ def test_selection_flags_select_what_they_say(oracle_run, tmp_path) -> None:
     base = _read(oracle_run / "trajectories.jsonl")
     config = json.loads((oracle_run / "summary.json").read_text())["config"]
     by_task = {}
-    for row in base:
+    for row in sorted(base, key=lambda r: r["trial"]):  # file order is completion order
         by_task.setdefault(row["task_id"], []).append(row)
     rows = []
     # task 0: trial 0 reward 0 (rejected), trial 1 solved
@@ -220,10 +220,10 @@ def test_bad_inputs_exit_2_and_leave_no_output(oracle_run, tmp_path, capsys) -> 
 def _token_styles():
     from token_helpers import styles
 
-    return [s for s in styles() if s[0] in ("local-chatml", "qwen2.5", "qwen3-hybrid")]
+    return [p for p in styles() if p.values[0][0] in ("local-chatml", "qwen2.5", "qwen3-hybrid")]
 
 
-@pytest.fixture(scope="module", params=_token_styles(), ids=lambda s: s[0])
+@pytest.fixture(scope="module", params=_token_styles())
 def token_run(request, tmp_path_factory):
     pytest.importorskip("torch", reason="token-level export tests need the testing extra (torch)")
     from tau_adapters.config import EpisodeConfig
