@@ -65,7 +65,6 @@ def test_tau2_loads_the_files_and_computes_the_same_rewards(run, tmp_path) -> No
 def test_tau2_viewer_opens_the_file(run, tmp_path) -> None:
     import shutil
     import subprocess
-
     import sys
     from pathlib import Path
 
