@@ -245,6 +245,12 @@ class Tau2Env(BaseTextEnv):
             out[f"status/{status}"] = count / len(metrics)
         return out
 
+    @property
+    def trajectory(self) -> Any | None:
+        """The finished episode (tau2 messages, reward info, counts), for logging or saving with
+        ``trajectory.to_row()``; None while it runs or when it could not run."""
+        return self._trajectory
+
     # -- internals -------------------------------------------------------------------------------
     def _info(self) -> dict[str, Any]:
         ref = self.ref

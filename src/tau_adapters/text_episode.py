@@ -33,6 +33,7 @@ __all__ = [
     "HostStopped",
     "TextEpisode",
     "TextTurn",
+    "oracle_texts",
     "removal_reason",
     "render_turn",
     "text_system_prompt",
@@ -70,6 +71,37 @@ def render_turn(message: Any, parser: Any) -> str:
     parts = [message.content] if message.content else []
     parts.extend(parser.render_call(c.name, dict(c.arguments)) for c in message.tool_calls or [])
     return "\n".join(parts)
+
+
+def oracle_texts(task: Any, parser_spec: str = "hermes") -> list[str]:
+    """The oracle policy's turns for `task` as model text in the parser's format, ending with the
+    stop token: with the scripted user they score 1.0 through any text host (calibration)."""
+    from types import SimpleNamespace
+
+    from tau_adapters.parsers import make_parser
+    from tau_adapters.policies import OraclePolicy
+    from tau_adapters.session import AGENT_STOP_TOKEN
+
+    parser = make_parser(parser_spec)
+    oracle = OraclePolicy()
+
+    async def plan() -> list[str]:
+        await oracle.start(SimpleNamespace(task=task))
+        texts = []
+        while True:
+            message = await oracle.act([])
+            if message.content == AGENT_STOP_TOKEN:
+                return [*texts, AGENT_STOP_TOKEN]
+            texts.append(render_turn(message, parser))
+
+    # The oracle never awaits anything real: drive it without a loop (callable from async code).
+    coro = plan()
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("the oracle policy awaited I/O")
 
 
 def turns_needed(task: Any) -> int:
