@@ -17,6 +17,7 @@ from tau_adapters.skyrl.env import (
     ENV_CLASSES,
     Tau2Env,
     config_from_env_config,
+    mask_removed_sample,
     register,
     task_ref_from_extras,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "ENV_CLASSES",
     "Tau2Env",
     "config_from_env_config",
+    "mask_removed_sample",
     "register",
     "task_ref_from_extras",
 ]

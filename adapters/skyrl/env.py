@@ -353,6 +353,26 @@ class Tau2Env(BaseTextEnv):
         return base
 
 
+def mask_removed_sample(output: Any) -> bool:
+    """Zero the loss mask of a SkyRL agent-loop output whose episode must not train.
+
+    `output` is SkyRL's ``TrajectoryOutput`` (``env_metrics``, ``loss_mask``) or
+    ``StepWiseOutput`` (``step_outputs``, the flag in the last step's ``env_metrics``). Returns
+    whether the sample was masked. The reward is already 0; with the mask at 0 the sample adds no
+    gradient (it still counts in its GRPO group's mean, as SkyRL has no per-sample removal).
+    """
+    steps = getattr(output, "step_outputs", None)
+    parts = list(steps) if steps is not None else [output]
+    flagged = any(
+        float((getattr(part, "env_metrics", None) or {}).get("remove_sample", 0.0)) > 0.0
+        for part in parts
+    )
+    if flagged:
+        for part in parts:
+            part.loss_mask = [0] * len(part.loss_mask or [])
+    return flagged
+
+
 def _max_turns(value: Any) -> int | None:
     try:
         number = int(value)
