@@ -414,3 +414,45 @@ def test_export_rows_read_back_with_huggingface_datasets(tmp_path) -> None:
     assert len(ds) == 40
     assert ds[0]["extra_info"]["domain"] == "telecom"
     assert ds[0]["prompt"][0]["role"] == "system"
+
+
+# -- the do-not-train filter -----------------------------------------------------------------------
+def test_mask_removed_sample_zeroes_flagged_outputs_only() -> None:
+    from dataclasses import dataclass, field
+
+    from tau_adapters.skyrl import mask_removed_sample
+
+    @dataclass
+    class Output:  # the fields of SkyRL's TrajectoryOutput this touches
+        loss_mask: list[int]
+        env_metrics: dict = field(default_factory=dict)
+
+    @dataclass
+    class StepWise:  # SkyRL's StepWiseOutput: the flag sits in the last step's env_metrics
+        step_outputs: list[Output]
+
+    kept = Output([0, 1, 1], {"remove_sample": 0.0})
+    assert mask_removed_sample(kept) is False and kept.loss_mask == [0, 1, 1]
+    dropped = Output([0, 1, 1, 1], {"remove_sample": 1.0})
+    assert mask_removed_sample(dropped) is True and dropped.loss_mask == [0, 0, 0, 0]
+    steps = StepWise([Output([1, 1], {}), Output([1, 0, 1], {"remove_sample": 1.0})])
+    assert mask_removed_sample(steps) is True
+    assert [s.loss_mask for s in steps.step_outputs] == [[0, 0], [0, 0, 0]]
+    assert mask_removed_sample(Output([1], {})) is False
+
+
+def test_background_loop_refuses_to_wait_on_itself() -> None:
+    from tau_adapters import background_loop
+
+    async def inner() -> str:
+        async def nothing() -> None:
+            return None
+
+        try:
+            background_loop.call(nothing(), 1.0)
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    assert "deadlock" in background_loop.call(inner(), 5.0)
+    assert background_loop.call(asyncio.sleep(0, result=42), 5.0) == 42
