@@ -412,8 +412,8 @@ def test_export_rows_read_back_with_huggingface_datasets(tmp_path) -> None:
     assert export_task_refs(["telecom"], "test", output, "skyrl") == 40
     ds = datasets.load_dataset("parquet", data_files=str(output), keep_in_memory=True)["train"]
     assert len(ds) == 40
-    assert ds[0]["extra_info"]["domain"] == "telecom"
-    assert ds[0]["prompt"][0]["role"] == "system"
+    assert [row["extra_info"] for row in ds] == [ref.to_row() for ref in _refs("telecom")]
+    assert ds[0]["prompt"][0]["role"] == "system" and ds[0]["env_class"] == "tau2"
 
 
 # -- the do-not-train filter -----------------------------------------------------------------------
