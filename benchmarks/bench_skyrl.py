@@ -3,9 +3,10 @@
     python benchmarks/bench_skyrl.py --json                 # 256 episodes, 32 threads
     python benchmarks/bench_skyrl.py --episodes 8 --threads 4 --warmup 2 --tau2-episodes 4 --json
 
-Both sides play the same airline and retail test tasks (cycled) with instant text actions: the
-oracle's turns, written in each env's action format (hermes ``<tool_call>`` blocks for ours, JSON
-calls for ``tau2.gym.AgentGymEnv``), stepped from a thread pool of SkyRL's default size (32
+Both sides play the same airline and retail test tasks (cycled) with instant text actions: each
+task's gold agent-side tool calls, then a closing question and a stop, written in each env's
+action format (hermes ``<tool_call>`` blocks for ours, JSON calls for ``tau2.gym.AgentGymEnv``),
+stepped from a thread pool of SkyRL's default size (32
 ``max_env_workers``). Both talk to the same instant user simulator: an OpenAI-compatible endpoint
 on loopback that answers every user turn at once (``tau_adapters.testing.LoopbackEngine``), so the
 figures are the environments' own overhead. tau2's side runs in a child process that imports only
@@ -13,7 +14,9 @@ tau2 (nothing this library does to its process flatters or hurts it).
 
 Reported per side: env steps/s (all steps of all episodes over the wall time), p50/p99 step
 latency, RSS growth per episode after a warm-up (target: flat), mean reward; and ours/tau2's
-steps/s ratio. Telecom is left out: tau2's gym re-reads telecom's 14 MB task file on every step.
+steps/s ratio. tau2's side measures 64 episodes by default (``--tau2-episodes``; about a second
+per step on a small machine). Telecom is left out: tau2's gym re-reads telecom's 14 MB task file
+on every step.
 """
 
 from __future__ import annotations
