@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--format",
         default="jsonl",
-        choices=["jsonl", "slime"],
-        help="jsonl: {domain, split, task_id}; slime: {input, metadata}",
+        choices=["jsonl", "slime", "skyrl"],
+        help="jsonl: {domain, split, task_id}; slime: {input, metadata}; "
+        "skyrl: Parquet {data_source, prompt, env_class, reward_spec, extra_info}",
     )
 
     ev = commands.add_parser("eval", help="run episodes and report pass^k")

@@ -40,21 +40,46 @@ def list_tasks(domain: str, split: str | None = None) -> list[dict[str, str]]:
 
 
 #: Row formats of `export_task_refs`.
-EXPORT_FORMATS = ("jsonl", "slime")
+EXPORT_FORMATS = ("jsonl", "slime", "skyrl")
+
+#: SkyRL's environment id for tau2 tasks (`tau_adapters.skyrl.register`).
+SKYRL_ENV_CLASS = "tau2"
 
 
-def export_row(ref: TaskRef, fmt: str = "jsonl") -> dict[str, Any]:
+def export_row(ref: TaskRef, fmt: str = "jsonl", *, parser: str | None = None) -> dict[str, Any]:
     """One dataset row. ``slime``: ``input`` (the reference as text) and ``metadata`` (the
-    reference), for slime's default ``--input-key input --metadata-key metadata``."""
+    reference), for slime's default ``--input-key input --metadata-key metadata``. ``skyrl``:
+    SkyRL's columns ``data_source``, ``prompt``, ``env_class``, ``reward_spec``, ``extra_info``
+    (the reference; SkyRL passes all but prompt and env_class to the env as ``extras``). The
+    prompt is the system prompt the env's ``init()`` opens with (parser's call format and tool
+    schemas included), so SkyRL's prompt-length filter measures what the model will see."""
     if fmt == "slime":
         return {"input": f"{ref.domain}/{ref.split}/{ref.task_id}", "metadata": ref.to_row()}
+    if fmt == "skyrl":
+        from tau_adapters.text_episode import text_system_prompt
+
+        if parser is None:
+            from tau_adapters.config import EpisodeConfig
+
+            parser = EpisodeConfig.from_env().parser
+        return {
+            "data_source": f"tau2/{ref.domain}",
+            "prompt": [{"role": "system", "content": text_system_prompt(ref.domain, parser)}],
+            "env_class": SKYRL_ENV_CLASS,
+            "reward_spec": {
+                "method": "tau2_official",
+                "ground_truth": f"{ref.domain}/{ref.split}/{ref.task_id}",
+            },
+            "extra_info": ref.to_row(),
+        }
     return ref.to_row()
 
 
 def export_task_refs(
     domains: Sequence[str] | str, split: str | None, output: Path, fmt: str = "jsonl"
 ) -> int:
-    """Write one JSON line per task (format `fmt`); returns how many."""
+    """Write one JSON line per task (format `fmt`; ``skyrl`` writes Parquet, which SkyRL loads
+    with ``datasets.load_dataset("parquet", ...)``); returns how many."""
     if fmt not in EXPORT_FORMATS:
         from tau_adapters.errors import UnknownNameError
 
@@ -62,7 +87,23 @@ def export_task_refs(
     names = [domains] if isinstance(domains, str) else list(domains)
     refs = [ref for name in names for ref in task_refs(name, split)]
     output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "skyrl":
+        _write_parquet([export_row(ref, fmt) for ref in refs], output)
+        return len(refs)
     with output.open("w", encoding="utf-8") as stream:
         for ref in refs:
             stream.write(json.dumps(export_row(ref, fmt)) + "\n")
     return len(refs)
+
+
+def _write_parquet(rows: list[dict[str, Any]], output: Path) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        from tau_adapters.errors import ConfigError
+
+        raise ConfigError(
+            "--format skyrl writes Parquet and needs pyarrow: pip install 'tau-adapters[skyrl]'"
+        ) from None
+    pq.write_table(pa.Table.from_pylist(rows), output)

@@ -1,4 +1,6 @@
-"""A real HTTP engine on loopback that speaks SGLang's ``/generate`` and OpenAI's chat protocol.
+"""A real HTTP engine on loopback that speaks SGLang's ``/generate`` and OpenAI's chat protocol
+(and vLLM's ``/inference/v1/generate``, ``/detokenize``, ``/finish_session``, which SkyRL's
+``RemoteInferenceClient`` uses).
 
 It stands in for a GPU inference engine (which cannot run here) and is used by the tests and for
 offline development: ``python -m tau_adapters.testing --port 30000``. Behind it is `TinyLM`, a tiny
@@ -266,8 +268,51 @@ class LoopbackEngine:
                 {"object": "list", "data": [{"id": "tau-adapters-tiny", "object": "model"}]}
             )
 
+        # vLLM's token-in/token-out protocol, as SkyRL's RemoteInferenceClient calls it.
+        async def vllm_generate(request: Request) -> Any:
+            body = await read_body(request)
+            engine.requests["vllm_generate"] += 1
+            early = await apply_fault("vllm_generate", body)
+            if early is not None and not isinstance(early, Fault):
+                return early
+            input_ids = body.get("token_ids")
+            if not isinstance(input_ids, list) or not input_ids:
+                return JSONResponse({"error": "token_ids required"}, status_code=400)
+            given = body.get("sampling_params") or {}
+            params = {
+                "max_new_tokens": given.get("max_tokens") or 128,
+                "temperature": given.get("temperature", 1.0),
+                "top_p": given.get("top_p", 1.0),
+                "top_k": given.get("top_k", -1),
+                "seed": given.get("seed"),
+                "stop_token_ids": given.get("stop_token_ids") or [],
+                "ignore_eos": given.get("ignore_eos", False),
+            }
+            sampled = await asyncio.to_thread(engine._generate, input_ids, params, None, body)
+            choice: dict[str, Any] = {
+                "index": 0,
+                "token_ids": sampled.ids,
+                "finish_reason": "stop" if sampled.finish == "stop" else "length",
+                "logprobs": None,
+            }
+            if given.get("logprobs") is not None:
+                choice["logprobs"] = {"content": [{"logprob": lp} for lp in sampled.logprobs]}
+            return JSONResponse({"id": uuid.uuid4().hex, "choices": [choice]})
+
+        async def detokenize(request: Request) -> Any:
+            body = await read_body(request)
+            tokens = body.get("tokens") or []
+            return JSONResponse({"prompt": engine.tokenizer.decode(tokens)})
+
+        async def finish_session(request: Request) -> Any:
+            engine.requests["finish_session"] += 1
+            return JSONResponse({})
+
         return Starlette(
             routes=[
+                Route("/inference/v1/generate", vllm_generate, methods=["POST"]),
+                Route("/detokenize", detokenize, methods=["POST"]),
+                Route("/finish_session", finish_session, methods=["POST"]),
                 Route("/generate", generate, methods=["POST"]),
                 Route("/v1/chat/completions", chat, methods=["POST"]),
                 Route("/health", health, methods=["GET"]),
