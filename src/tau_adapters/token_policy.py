@@ -169,10 +169,12 @@ class SGLangPolicy:
             self._check_budget(len(delta))
             transcript.append_observation(messages, delta)
         max_new = config.max_new_tokens
+        # One token of each budget is kept for the end-of-turn token that the transcript adds
+        # (mask 0) after a turn cut at the length limit, so the kept ids never pass a budget.
         if config.max_response_tokens is not None:
-            max_new = min(max_new, config.max_response_tokens - transcript.response_length)
+            max_new = min(max_new, config.max_response_tokens - transcript.response_length - 1)
         if config.max_context_tokens is not None:
-            max_new = min(max_new, config.max_context_tokens - len(transcript.ids))
+            max_new = min(max_new, config.max_context_tokens - len(transcript.ids) - 1)
         if max_new <= 0:
             raise EpisodeTruncated("token budget exhausted before the model could answer")
         extra = self.extra_sampling
@@ -189,9 +191,12 @@ class SGLangPolicy:
         return sampling
 
     def _check_budget(self, extra: int) -> None:
+        """Refuse to add `extra` tokens unless one sampled token and the end-of-turn token that
+        may close it still fit (else the transcript would end on an observation)."""
         transcript = self.transcript
         assert transcript is not None
         config = self.config
+        extra += 1
         if (
             config.max_response_tokens is not None
             and transcript.response_length + extra >= config.max_response_tokens
