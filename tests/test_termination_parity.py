@@ -16,6 +16,10 @@ import pytest
 
 from conftest import requires_tau2
 
+hypothesis = pytest.importorskip("hypothesis", reason="property tests need hypothesis (dev extra)")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
 pytestmark = requires_tau2
 
 # Agent moves: ("text", content) | ("ok",) a successful tool call | ("err", n) n failing tool
@@ -239,3 +243,31 @@ def test_max_steps_overrides_a_stop_on_the_same_step() -> None:
 def test_agent_stop() -> None:
     result = _compare([("ok",), ("text", "Goodbye. ###STOP###")], ["Hi."])
     assert result["reason"] == "agent_stop" and result["steps"] == 4
+
+
+_moves = st.one_of(
+    st.just(("ok",)),
+    st.tuples(st.just("err"), st.integers(1, 2)),
+    st.just(("bad",)),
+    st.tuples(st.just("text"), st.sampled_from(["Sure.", "Anything else?", "Bye ###STOP###"])),
+)
+_replies = st.sampled_from(
+    ["Hello.", "Please check.", "###STOP###", "###TRANSFER###", "ok ###OUT-OF-SCOPE###"]
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    agent=st.lists(_moves, max_size=8),
+    user=st.lists(_replies, max_size=4),
+    max_steps=st.integers(1, 14),
+    max_errors=st.integers(1, 4),
+)
+def test_random_scripts_end_as_in_tau2(
+    agent: list[tuple[Any, ...]], user: list[str], max_steps: int, max_errors: int
+) -> None:
+    _compare(agent, user, max_steps=max_steps, max_errors=max_errors)
