@@ -623,3 +623,12 @@ def test_sglang_edge_cases() -> None:
     assert "chat template" in glm.format_instruction()
     with pytest.raises(UnknownNameError, match="sglang detector"):
         make_parser("sglang:no-such-detector", WEATHER_TOOLS)
+
+
+def test_sglang_forwarding_unknown_tools_is_still_rejected(monkeypatch) -> None:
+    need_sglang()
+    # With this setting sglang passes calls to undefined functions through; ours rejects them.
+    monkeypatch.setenv("SGLANG_FORWARD_UNKNOWN_TOOLS", "1")
+    parser = make_parser("sglang:qwen25", WEATHER_TOOLS)
+    out = parser.parse('<tool_call>\n{"name": "launch", "arguments": {}}\n</tool_call>')
+    assert out.malformed and out.tool_calls == [] and "launch" in out.error

@@ -12,7 +12,7 @@ import pytest
 
 from tau_adapters.cli import main
 from tau_adapters.errors import ConfigError
-from tau_adapters.metrics import is_success, pass_at_k, pass_hat_k
+from tau_adapters.metrics import is_success
 from tau_adapters.report import (
     build_report,
     compare,
@@ -99,6 +99,18 @@ def png_size(path: Path) -> tuple[int, int]:
 # --------------------------------------------------------------------------- pass^k and CIs
 
 
+# pass^k = mean over tasks of C(c, k) / C(n, k); pass@k = mean of 1 - C(n - c, k) / C(n, k), with n
+# the task's trials and c its successes, worked out by hand for MIXED (k = 1, 2, 3):
+# airline (n, c) = (3,3) (3,2) (3,1) (3,0) (3,2): pass^2 = (1 + 1/3 + 0 + 0 + 1/3) / 5 = 1/3,
+#   pass@2 = (1 + 1 + 2/3 + 0 + 1) / 5 = 11/15; pass^3 = 1/5, pass@3 = 4/5.
+# retail (4,4) (3,2) (3,1): pass^2 = (1 + 1/3 + 0) / 3 = 4/9, pass@2 = (1 + 1 + 2/3) / 3 = 8/9;
+#   pass^3 = 1/3, pass@3 = 1.
+MIXED_BY_HAND = {
+    "airline": {"pass_hat_k": [8 / 15, 1 / 3, 1 / 5], "pass_at_k": [8 / 15, 11 / 15, 4 / 5]},
+    "retail": {"pass_hat_k": [2 / 3, 4 / 9, 1 / 3], "pass_at_k": [2 / 3, 8 / 9, 1.0]},
+}
+
+
 def test_point_values_match_metrics_and_cis_contain_them() -> None:
     rows = rows_from(MIXED)
     report = build_report(rows, bootstrap=500, seed=1)
@@ -110,9 +122,9 @@ def test_point_values_match_metrics_and_cis_contain_them() -> None:
         assert block["episodes"] == sum(n for n, _ in counts)
         assert set(block["pass_hat_k"]) == {str(k) for k in range(1, block["trials"] + 1)}
         for k in range(1, block["trials"] + 1):
-            for name, metric in (("pass_hat_k", pass_hat_k), ("pass_at_k", pass_at_k)):
+            for name in ("pass_hat_k", "pass_at_k"):
                 entry = block[name][str(k)]
-                assert entry["value"] == pytest.approx(metric(counts, k))
+                assert entry["value"] == pytest.approx(MIXED_BY_HAND[domain][name][k - 1])
                 low, high = entry["ci"]
                 assert 0.0 <= low <= entry["value"] <= high <= 1.0
     assert report["domains"]["airline"]["trials"] == 3
@@ -126,10 +138,10 @@ def test_overall_pools_tasks_of_all_domains() -> None:
     assert overall["tasks"] == 3  # airline/t1 and retail/t1 stay apart
     assert overall["episodes"] == 6
     assert overall["trials"] == 2
-    counts = [(2, 2), (2, 0), (2, 1)]
-    for k in (1, 2):
-        assert overall["pass_hat_k"][str(k)]["value"] == pytest.approx(pass_hat_k(counts, k))
-        assert overall["pass_at_k"][str(k)]["value"] == pytest.approx(pass_at_k(counts, k))
+    # (n, c) = (2, 2), (2, 0), (2, 1): pass^1 = pass@1 = 1/2, pass^2 = 1/3, pass@2 = 2/3.
+    for k, hat, at in ((1, 1 / 2, 1 / 2), (2, 1 / 3, 2 / 3)):
+        assert overall["pass_hat_k"][str(k)]["value"] == pytest.approx(hat)
+        assert overall["pass_at_k"][str(k)]["value"] == pytest.approx(at)
     assert overall["failures"]["statuses"] == {"completed": 6}
 
 
@@ -352,9 +364,8 @@ def test_compare_lists_flips_and_deltas() -> None:
     assert airline["avg_reward"]["a"] == pytest.approx(reward_a)
     assert airline["avg_reward"]["b"] == pytest.approx(reward_b)
     assert airline["avg_reward"]["delta"] == pytest.approx(reward_b - reward_a)
-    counts_a, counts_b = counts_of(rows_a, "airline"), counts_of(rows_b, "airline")
-    for key, k in (("pass_hat_1", 1), ("pass_hat_k", 3)):
-        a, b = pass_hat_k(counts_a, k), pass_hat_k(counts_b, k)
+    # By hand: run A's airline tasks succeed 1, 2, 3, 3 times out of 3, run B's 2, 1, 3, 0.
+    for key, a, b in (("pass_hat_1", 3 / 4, 1 / 2), ("pass_hat_k", 1 / 2, 1 / 4)):
         assert airline[key]["a"] == pytest.approx(a)
         assert airline[key]["b"] == pytest.approx(b)
         assert airline[key]["delta"] == pytest.approx(b - a)

@@ -427,7 +427,11 @@ class SGLangParser:
         if isinstance(known, dict) and detector not in known:
             raise UnknownNameError("sglang detector", detector, sorted(known))
         try:
-            self._tools = [tool_class.model_validate(_openai_tool(t)) for t in tools or []]
+            schemas = [_openai_tool(t) for t in tools or []]
+            self._tools = [tool_class.model_validate(t) for t in schemas]
+            # Checked here too: sglang forwards calls to unknown tools when the server sets
+            # SGLANG_FORWARD_UNKNOWN_TOOLS, and not every detector filters them.
+            self._tool_names = frozenset(t["function"]["name"] for t in schemas)
         except Exception as exc:
             raise ConfigError(f"parser {self.name!r}: a tool schema is invalid: {exc}") from exc
         try:
@@ -462,6 +466,8 @@ class SGLangParser:
             call = _item_to_call(item)
             if isinstance(call, str):
                 errors.append(f"tool call {i}: {call}")
+            elif call.name not in self._tool_names:
+                errors.append(f"tool call {i}: unknown tool {call.name!r}")
             else:
                 calls.append(call)
         if not errors and marked and not calls:

@@ -199,9 +199,12 @@ class SGLangPolicy:
         return sampling
 
     def _check_budget(self, extra: int) -> None:
+        """Refuse to add `extra` tokens unless one sampled token and the end-of-turn token that
+        may close it still fit (else the transcript would end on an observation)."""
         transcript = self.transcript
         assert transcript is not None
         config = self.config
+        extra += 1
         if (
             config.max_response_tokens is not None
             and transcript.response_length + extra >= config.max_response_tokens
