@@ -470,6 +470,8 @@ def test_cli_eval_exits_2_for_sglang_against_main(engine, started, tmp_path, cap
             "--tokenizer",
             "local:chatml",
             "--thunderagent",
+            "--user",
+            "scripted",
             "--no-progress",
             "--output",
             str(tmp_path / "run"),
