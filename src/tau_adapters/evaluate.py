@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.domains import get_domain, resolve_domain
+from tau_adapters.domains import benchmark_of, get_domain, resolve_domain
 from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.metrics import summarize
 from tau_adapters.plugins import make_policy, make_user
@@ -92,6 +92,7 @@ async def _run_job(job: Job) -> dict[str, Any]:
             reward=0.0,
             reward_info=None,
             error=f"episode crashed: {exc!r}",
+            benchmark=benchmark_of(job.config.domain),
         ).to_row()
 
 

@@ -55,6 +55,8 @@ class Trajectory:
     shaped: Any | None = None
     #: Per agent turn: seconds in the policy (engine call included) and in the environment/user.
     turn_timings: list[dict[str, float]] = field(default_factory=list)
+    #: Which benchmark judged the episode: ``tau2`` or ``tau1`` (tau-bench v1).
+    benchmark: str = "tau2"
 
     @property
     def shaped_reward(self) -> float:
@@ -64,6 +66,7 @@ class Trajectory:
     def to_row(self) -> dict[str, Any]:
         """The JSON line written to ``trajectories.jsonl`` (tau2's JSON for messages/reward)."""
         row: dict[str, Any] = {
+            "benchmark": self.benchmark,
             "domain": self.domain,
             "split": self.split,
             "task_id": self.task_id,
@@ -257,4 +260,5 @@ def _finish(
         remove_sample=remove,
         usage=usage,
         shaped=shaped,
+        benchmark=session.domain.benchmark,
     )
