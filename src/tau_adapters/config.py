@@ -73,6 +73,10 @@ class EpisodeConfig(BaseModel):
     user_concurrency: int = Field(64, ge=1, description="Calls in flight per user endpoint.")
     user_timeout_s: float = Field(120.0, gt=0)
     user_attempts: int = Field(4, ge=1)
+    user_strategy: Literal["llm", "react", "verify", "reflection"] = Field(
+        "llm",
+        description="tau-bench v1 domains: v1's user strategy (llm, react, verify, reflection).",
+    )
 
     # -- reward shaping (the official reward is always kept) ------------------------------------
     reward: str = Field("binary", description="Reward shaper: binary, partial, curriculum.")
