@@ -180,6 +180,10 @@ def write_summary(
         summary["tau2_version"] = api().version
     except Exception:
         summary["tau2_version"] = None
+    if any(benchmark_of(name) == "tau1" for name in summary["domains"]):
+        from tau_adapters.domains.tau1_api import TAU1_COMMIT, api1
+
+        summary["tau_bench_version"] = f"{api1().version} ({TAU1_COMMIT})"
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
