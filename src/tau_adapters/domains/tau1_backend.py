@@ -67,6 +67,23 @@ def _sharing_tool(tool: type, base: BaseData) -> type:
     return type(f"Sharing{tool.__name__}", (tool,), {"invoke": staticmethod(invoke)})
 
 
+def _silent_user(base: type) -> Any:
+    """A v1 user for scoring: v1's ``step`` only asks it if a gold action were a ``respond``
+    (none is at the pinned commit); v1's ``human`` user would then block on ``input()``."""
+
+    class SilentUser(base):  # type: ignore[misc,valid-type]
+        def reset(self, instruction: str | None = None) -> str:
+            return ""
+
+        def step(self, content: str) -> str:
+            return ""
+
+        def get_total_cost(self) -> float:
+            return 0.0
+
+    return SilentUser()
+
+
 class Tau1Environment:
     """A live v1 episode environment with the interface the session drives.
 
@@ -147,6 +164,7 @@ class Tau1Domain:
             (env_cls,),
             {"get_data_hash": get_data_hash, "__module__": __name__},
         )
+        self._silent_user = _silent_user(v1.user_module.BaseUserSimulationEnv)
         self._v1_tasks: dict[str, list[Any]] = {}
         self._tasks: dict[str, list[Any]] = {}
         self._tasks_by_id: dict[str, tuple[str, int, Any]] = {}
@@ -248,6 +266,7 @@ class Tau1Domain:
         )
         env.tools_map = dict(self.tools_map)
         env.terminate_tools = sorted(self.terminate_tools)
+        env.user = self._silent_user
         return env
 
     # -- scoring -------------------------------------------------------------------------------
