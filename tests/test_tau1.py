@@ -208,7 +208,13 @@ def test_oracle_rewards_equal_v1s_own(domain: str) -> None:
 @pytest.mark.parametrize("kind", ["drop_write", "change_arg", "extra_write", "missing_output"])
 @pytest.mark.parametrize("domain", ["tau1-airline", "tau1-retail"])
 def test_perturbed_rewards_equal_v1s_own(domain: str, kind: str) -> None:
-    tasks = get_domain(domain).tasks("test")[::STRIDE]
+    tasks = [
+        task
+        for i, task in enumerate(get_domain(domain).tasks("test"))
+        # Few tasks require outputs (airline: 4): missing_output always takes all of them.
+        if i % STRIDE == 0
+        or (kind == "missing_output" and task.evaluation_criteria.communicate_info)
+    ]
     policies: list[PerturbedOracle] = []
 
     def factory() -> PerturbedOracle:
