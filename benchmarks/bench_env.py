@@ -7,6 +7,13 @@ to the process, such as freezing the parsed database out of the garbage collecto
 hurts it). It times `registry.get_env_constructor(domain)()` and
 `evaluate_simulation(..., EvaluationType.ALL, ...)` on the same trajectories this process scores.
 Targets (issue 2): reset >= 100x, scoring >= 50x, <= 2 MiB per live airline episode.
+
+tau-bench v1 (``tau1-airline``, ``tau1-retail``; issue 12) is measured the same way when
+`tau_bench` is installed: its baseline child imports only tau_bench and times v1's own environment
+constructor (what v1's runner builds per task, with a user that makes no model call) and v1's own
+``calculate_reward`` after replaying the same trajectories' actions through ``Env.step``; ours
+times ``initial_environment`` and ``score`` (replay included). Same targets: >= 100x reset,
+>= 50x scoring. ``--only tau1 --tau1-tasks 3 --reset-repeat 2`` is a quick smoke run.
 """
 
 from __future__ import annotations
@@ -94,6 +101,109 @@ def baseline(trajectory_file: str, reset_repeat: int, mem_envs: int) -> dict[str
     return out
 
 
+# -- tau-bench v1's own way (child process) ---------------------------------------------------------
+TAU1 = {"tau1-airline": ("airline", "tau_bench.envs.airline.env", "MockAirlineDomainEnv"),
+        "tau1-retail": ("retail", "tau_bench.envs.retail.env", "MockRetailDomainEnv")}  # fmt: skip
+
+
+def baseline_tau1(trajectory_file: str, reset_repeat: int) -> dict[str, Any]:
+    import importlib
+
+    from tau_bench.types import Action
+
+    rows = [json.loads(line) for line in Path(trajectory_file).read_text().splitlines()]
+    out: dict[str, Any] = {}
+    for domain, (_, module, name) in TAU1.items():
+        env_cls = getattr(importlib.import_module(module), name)
+        env_cls(user_strategy="human", task_split="test", task_index=0)  # warm file caches
+        out[f"{domain}_reset_s"] = per_call(
+            lambda c=env_cls: c(user_strategy="human", task_split="test", task_index=0),
+            reset_repeat,
+        )
+        times, rewards = [], []
+        for row in rows:
+            if row["domain"] != domain:
+                continue
+            index = int(row["task_id"].split("-")[1])
+            env = env_cls(user_strategy="human", task_split="test", task_index=index)
+            result = None
+            for message in row["messages"]:
+                if message["role"] != "assistant":
+                    continue
+                if message.get("tool_calls"):
+                    for call in message["tool_calls"]:
+                        response = env.step(Action(name=call["name"], kwargs=call["arguments"]))
+                        if response.done:
+                            result = response.info.reward_info
+                elif message.get("content"):
+                    env.actions.append(
+                        Action(name="respond", kwargs={"content": message["content"]})
+                    )
+            start = time.perf_counter()
+            if result is None:  # a terminating tool already scored inside step()
+                result = env.calculate_reward()
+                times.append(time.perf_counter() - start)
+            rewards.append(result.reward)
+        out[f"{domain}_score_s"] = statistics.median(times) if times else None
+        out[f"{domain}_rewards"] = rewards
+    return out
+
+
+def measure_tau1(args: Any, result: dict[str, Any]) -> None:
+    """v1's reset and scoring against ours, on the oracle trajectories of each v1 test split."""
+    from tau_adapters.domains import get_domain
+
+    trajectories = {}
+    for domain in TAU1:
+        runs = asyncio.run(make_trajectories(domain, "test"))
+        trajectories[domain] = runs[: args.tau1_tasks] if args.tau1_tasks else runs
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as stream:
+        for domain_trajectories in trajectories.values():
+            for trajectory in domain_trajectories:
+                stream.write(json.dumps(trajectory.to_row()) + "\n")
+        trajectory_file = stream.name
+    child = subprocess.run(
+        [
+            *(sys.executable, __file__, "--_baseline_tau1", trajectory_file),
+            *("--reset-repeat", str(args.reset_repeat)),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    base = json.loads(child.stdout.strip().splitlines()[-1])
+    os.unlink(trajectory_file)
+    for domain in TAU1:
+        backend = get_domain(domain)
+        task = backend.tasks("test")[0]
+        ours_reset = per_call(lambda b=backend, t=task: b.initial_environment(t), 500)
+        scores, rewards = [], []
+        for trajectory in trajectories[domain]:
+            task = backend.task(trajectory.task_id)
+            start = time.perf_counter()
+            info = backend.score(task, trajectory.messages, trajectory.termination_reason)
+            scores.append(time.perf_counter() - start)
+            rewards.append(info.reward)
+        if rewards != base[f"{domain}_rewards"]:
+            raise SystemExit(f"{domain}: our rewards differ from v1's on the same trajectories")
+        ours_score = statistics.median(scores)
+        result[f"{domain}_reset_ms"] = {
+            "tau1": base[f"{domain}_reset_s"] * 1e3,
+            "ours": ours_reset * 1e3,
+        }
+        result[f"{domain}_reset_speedup"] = base[f"{domain}_reset_s"] / ours_reset
+        if base[f"{domain}_score_s"] is not None:
+            result[f"{domain}_score_ms"] = {
+                "tau1": base[f"{domain}_score_s"] * 1e3,
+                "ours": ours_score * 1e3,
+            }
+            result[f"{domain}_score_speedup"] = base[f"{domain}_score_s"] / ours_score
+        result[f"{domain}_scored_trajectories"] = len(rewards)
+    result.setdefault("targets", {}).update(
+        {"tau1-airline_reset_speedup": ">= 100", "tau1-airline_score_speedup": ">= 50"}
+    )
+
+
 # -- ours ------------------------------------------------------------------------------------------
 async def make_trajectories(domain: str, split: str) -> list[Any]:
     from tau_adapters.config import EpisodeConfig
@@ -152,9 +262,22 @@ def main() -> None:
     parser.add_argument("--mem-episodes", type=int, default=200)
     parser.add_argument("--baseline-mem-envs", type=int, default=10)
     parser.add_argument("--_baseline", help=argparse.SUPPRESS)
+    parser.add_argument("--_baseline_tau1", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only", choices=["all", "tau2", "tau1"], default="all", help="which benchmark to measure"
+    )
+    parser.add_argument("--tau1-tasks", type=int, default=0, help="v1 trajectories per domain")
     args = parser.parse_args()
     if args._baseline:
         print(json.dumps(baseline(args._baseline, args.reset_repeat, args.baseline_mem_envs)))
+        return
+    if args._baseline_tau1:
+        print(json.dumps(baseline_tau1(args._baseline_tau1, args.reset_repeat)))
+        return
+    if args.only == "tau1":
+        result: dict[str, Any] = {}
+        measure_tau1(args, result)
+        print(json.dumps(result, indent=None if args.json else 2))
         return
 
     result: dict[str, Any] = {"import_tau_adapters_s": import_time_s()}
@@ -236,6 +359,13 @@ def main() -> None:
         "airline_mem_per_episode_mib": "<= 2",
         "import_tau_adapters_s": "< 0.3",
     }
+    if args.only == "all":
+        try:
+            import tau_bench  # noqa: F401
+        except ImportError:
+            result["tau1"] = "skipped: tau_bench is not installed"
+        else:
+            measure_tau1(args, result)
     if args.json:
         print(json.dumps(result))
     else:

@@ -221,6 +221,7 @@ def fill_sample(
     metadata = dict(sample.metadata) if isinstance(sample.metadata, dict) else {}
     metadata.update(
         {
+            "benchmark": trajectory.benchmark,
             "domain": trajectory.domain,
             "split": trajectory.split,
             "task_id": trajectory.task_id,

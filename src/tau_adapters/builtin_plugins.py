@@ -46,8 +46,13 @@ def register_policies() -> dict[str, Factory]:
 
 def _llm_user(kind: str) -> Factory:
     def factory(arg: str | None, config: Any) -> Any:
+        from tau_adapters.domains.names import benchmark_of
         from tau_adapters.user_sim import LLMUser, make_transport
 
+        if benchmark_of(config.domain) == "tau1":  # tau-bench v1's own user strategies
+            from tau_adapters.tau1_users import Tau1User
+
+            return Tau1User(make_transport(kind, arg, config), config)
         return LLMUser(make_transport(kind, arg, config), config)
 
     return factory

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--user-model", default=None, help="model name at an OpenAI-compatible URL")
     user.add_argument("--user-api-base", default=None, help="endpoint for litellm models")
     user.add_argument("--user-temperature", type=float, default=None)
+    user.add_argument(
+        "--user-strategy",
+        choices=["llm", "react", "verify", "reflection"],
+        default=None,
+        help="tau-bench v1 domains (tau1-*): v1's user strategy (default: llm)",
+    )
     ev.add_argument("--reward", default=None, help="reward shaper: binary, partial, curriculum")
     model = ev.add_argument_group("served policies (--policy sglang:URL | openai:URL)")
     model.add_argument(
@@ -335,6 +341,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         user_model=args.user_model,
         user_api_base=args.user_api_base,
         user_temperature=args.user_temperature,
+        user_strategy=args.user_strategy,
         reward=args.reward,
     )
     user_explicit = args.user is not None or any(

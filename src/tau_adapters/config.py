@@ -76,6 +76,10 @@ class EpisodeConfig(BaseModel):
     user_empty_retries: int = Field(
         3, ge=0, description="Re-asks after an empty user reply (tau2: 3), then user_error."
     )
+    user_strategy: Literal["llm", "react", "verify", "reflection"] = Field(
+        "llm",
+        description="tau-bench v1 domains: v1's user strategy (llm, react, verify, reflection).",
+    )
 
     # -- reward shaping (the official reward is always kept) ------------------------------------
     reward: str = Field("binary", description="Reward shaper: binary, partial, curriculum.")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.domains import get_domain, resolve_domain
+from tau_adapters.domains import benchmark_of, get_domain, resolve_domain
 from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.metrics import summarize
 from tau_adapters.plugins import make_policy, make_user
@@ -116,6 +116,7 @@ def failed_row(job: Job, reason: str) -> dict[str, Any]:
         reward=0.0,
         reward_info=None,
         error=reason,
+        benchmark=benchmark_of(job.config.domain),
     ).to_row()
 
 
@@ -216,6 +217,10 @@ def write_summary(
         summary["tau2_version"] = api().version
     except Exception:
         summary["tau2_version"] = None
+    if any(benchmark_of(name) == "tau1" for name in summary["domains"]):
+        from tau_adapters.domains.tau1_api import TAU1_COMMIT, api1
+
+        summary["tau_bench_version"] = f"{api1().version} ({TAU1_COMMIT})"
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 

@@ -57,6 +57,8 @@ class Trajectory:
     turn_timings: list[dict[str, float]] = field(default_factory=list)
     #: Content hash of the task (`row_checks.task_fingerprint`): `score` checks rows against it.
     task_fingerprint: str | None = None
+    #: Which benchmark judged the episode: ``tau2`` or ``tau1`` (tau-bench v1).
+    benchmark: str = "tau2"
 
     @property
     def shaped_reward(self) -> float:
@@ -66,6 +68,7 @@ class Trajectory:
     def to_row(self) -> dict[str, Any]:
         """The JSON line written to ``trajectories.jsonl`` (tau2's JSON for messages/reward)."""
         row: dict[str, Any] = {
+            "benchmark": self.benchmark,
             "domain": self.domain,
             "split": self.split,
             "task_id": self.task_id,
@@ -266,4 +269,5 @@ def _finish(
         remove_sample=remove,
         usage=usage,
         shaped=shaped,
+        benchmark=session.domain.benchmark,
     )

@@ -18,8 +18,7 @@ from typing import Any
 
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
-from tau_adapters.domains.tau2_backend import Tau2Domain
-from tau_adapters.prompts import system_prompt
+from tau_adapters.domains.base import Domain
 from tau_adapters.scheduling import run_cpu
 
 AGENT_STOP_TOKEN = "###STOP###"
@@ -80,9 +79,9 @@ class Session:
         user: Any,
         *,
         seed: int | None = None,
-        domain: Tau2Domain | None = None,
+        domain: Domain | None = None,
     ) -> None:
-        self.domain = domain or get_domain(config.domain)
+        self.domain: Any = domain or get_domain(config.domain)
         self.tau2 = self.domain.tau2
         self.domain.check_scorable(task, config.judge_model)
         self.task = task
@@ -92,7 +91,7 @@ class Session:
         self.context = EpisodeContext(
             domain=self.domain.name,
             task=task,
-            system_prompt=system_prompt(self.domain.policy),
+            system_prompt=self.domain.agent_system_prompt(),
             policy=self.domain.policy,
             tools=self.domain.tool_schemas,
             user_tools=self.domain.user_tool_schemas,
@@ -111,6 +110,7 @@ class Session:
         self._from: Role | None = None
         self._to: Role | None = None
         self._call_ids = 0
+        self._greeting: Any = None
 
     # -- public API ----------------------------------------------------------------------------
     async def start(self) -> list[Any]:
@@ -136,9 +136,11 @@ class Session:
         else:
             greeting = t.AssistantMessage(role="assistant", content=t.FIRST_AGENT_MESSAGE, cost=0.0)
             self._append(greeting)
+            if not self.domain.agent_sees_greeting:
+                self._greeting = greeting
             self._pending, self._from, self._to = greeting, Role.AGENT, Role.USER
         await self._advance()
-        return [m for m in self.messages if _agent_visible(m)]
+        return [m for m in self.messages if _agent_visible(m) and m is not self._greeting]
 
     async def step(self, message: Any) -> StepResult:
         """Deliver one assistant message; run the user and the environment until it is the agent's
@@ -330,6 +332,12 @@ class Session:
             results.append(result)
         for result in results:
             self._append(result)
+        terminate = self.domain.terminate_tools
+        if terminate and any(
+            call.name in terminate and call.requestor == "assistant"
+            for call in self._pending.tool_calls or []
+        ):
+            self._finish("agent_stop")  # tau-bench v1: a terminating tool ends the episode
         if len(results) == 1:
             self._pending = results[0]
         else:

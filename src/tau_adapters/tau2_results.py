@@ -93,7 +93,7 @@ def results_for_domain(domain_name: str, rows: Sequence[dict[str, Any]], config:
 def export_tau2(runs: Sequence[Path], output: Path, *, overwrite: bool = False) -> dict[str, int]:
     """Write ``OUTPUT/<domain>.json`` (tau2 ``Results``) for every domain in ``runs``; returns
     the number of simulations written per file."""
-    from tau_adapters.domains import resolve_domain
+    from tau_adapters.domains import benchmark_of, resolve_domain
     from tau_adapters.warmup import load_run
 
     if output.exists() and not output.is_dir():
@@ -104,7 +104,13 @@ def export_tau2(runs: Sequence[Path], output: Path, *, overwrite: bool = False) 
     for run in loaded:
         config = config or run.config
         for row in run.rows:
-            by_domain[resolve_domain(str(row["domain"]))[0]].append(row)
+            name = resolve_domain(str(row["domain"]))[0]
+            if benchmark_of(name) != "tau2":
+                raise ConfigError(
+                    f"{run.path}: {name} is a tau-bench v1 domain; --format tau2 writes tau2's "
+                    "results files (use --format sft, or the run's trajectories.jsonl)"
+                )
+            by_domain[name].append(row)
     targets = {domain: output / f"{domain}.json" for domain in by_domain}
     existing = [str(p) for p in targets.values() if p.exists()]
     if existing and not overwrite:

@@ -154,9 +154,7 @@ def select(
 
 def _system_text(run: Run, row: dict[str, Any], domain: Any) -> tuple[str, Any]:
     """The system prompt exactly as the episode's policy saw it (and the template, token level)."""
-    from tau_adapters.prompts import system_prompt
-
-    base = system_prompt(domain.policy)
+    base = domain.agent_system_prompt()
     if not row.get("token_level"):
         return base, None
     from tau_adapters.config import EpisodeConfig
@@ -189,12 +187,19 @@ def chat_conversation(run: Run, row: dict[str, Any]) -> tuple[list[dict[str, Any
         raise ConfigError(f"messages are not tau2 messages: {exc}") from None
     system, template = _system_text(run, row, domain)
     chat = [{"role": "system", "content": system}]
-    chat += to_chat([m for m in messages if agent_visible(m)])
+    visible = [m for m in messages if agent_visible(m)]
+    if not domain.agent_sees_greeting and visible and _is_greeting(visible[0], domain):
+        visible = visible[1:]  # tau-bench v1's agent never sees the greeting
+    chat += to_chat(visible)
     if template is not None:
         _use_sampled_text(chat, row["transcript"], template)
     while chat and chat[-1]["role"] != "assistant":
         chat.pop()  # trailing user/tool turns carry no training signal
     return chat, template
+
+
+def _is_greeting(message: Any, domain: Any) -> bool:
+    return message.role == "assistant" and message.content == domain.tau2.FIRST_AGENT_MESSAGE
 
 
 def _use_sampled_text(

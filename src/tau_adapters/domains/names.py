@@ -10,12 +10,19 @@ DOMAIN_ALIASES: dict[str, tuple[str, str]] = {
     "telecom_small": ("telecom", "small"),
     "telecom_full": ("telecom", "full"),
 }
+#: tau-bench v1 (module `tau_bench`) domains: the ``tau1-`` prefix names the benchmark.
+TAU1_DOMAINS: dict[str, str] = {"tau1-airline": "airline", "tau1-retail": "retail"}
+
+
+def benchmark_of(name: str) -> str:
+    """``tau1`` for a tau-bench v1 domain name, ``tau2`` otherwise."""
+    return "tau1" if name in TAU1_DOMAINS else "tau2"
 
 
 def resolve_domain_name(name: str) -> str:
     """Validate a domain or task-set name and return it unchanged."""
-    if name not in DOMAINS and name not in DOMAIN_ALIASES:
-        raise UnknownNameError("domain", name, [*DOMAINS, *DOMAIN_ALIASES])
+    if name not in DOMAINS and name not in DOMAIN_ALIASES and name not in TAU1_DOMAINS:
+        raise UnknownNameError("domain", name, [*DOMAINS, *DOMAIN_ALIASES, *TAU1_DOMAINS])
     return name
 
 

@@ -64,6 +64,10 @@ def _fast_toolkit_class(toolkit_cls: type, base: BaseDatabase, read_tools: froze
 class Tau2Domain:
     """Tasks, environments and scoring of one tau2 domain, with per-process caches."""
 
+    benchmark = "tau2"
+    terminate_tools: frozenset[str] = frozenset()
+    agent_sees_greeting = True
+
     def __init__(self, name: str) -> None:
         t = api()
         self.name = name
@@ -111,6 +115,12 @@ class Tau2Domain:
         self._tasks_by_id: dict[str, Any] = {}
         self._splits: dict[str, list[str]] | None = None
         freeze_long_lived()  # the parsed database and templates never change
+
+    def agent_system_prompt(self) -> str:
+        """tau2's agent prompt around this domain's policy."""
+        from tau_adapters.prompts import system_prompt
+
+        return system_prompt(self.policy)
 
     def _read_tools(self, toolkit: Any) -> frozenset[str]:
         read = self.tau2.ToolType.READ
