@@ -366,3 +366,33 @@ def test_slime_sft_tokens_rollout_trains_on_the_exported_tokens(token_run, tmp_p
 
     with pytest.raises(ValueError, match="--label-key loss_mask"):
         generate_rollout(SimpleNamespace(rollout_batch_size=1), 0, BadBuffer())
+
+
+def test_tau_bench_v1_traces_have_the_wiki_and_no_greeting(tmp_path) -> None:
+    """v1's agent sees the wiki as its whole system prompt and never the greeting."""
+    pytest.importorskip(
+        "tau_bench",
+        reason="tau-bench v1 is not installed (see README: pip install tau_bench @ git+...)",
+    )
+    from tau_bench.envs.airline.tasks_test import TASKS
+    from tau_bench.envs.airline.wiki import WIKI
+
+    run = tmp_path / "v1"
+    args = ["eval", "--domain", "tau1-airline", "--num-tasks", "3", "--output", str(run)]
+    assert main(args) == 0
+    out = tmp_path / "v1.jsonl"
+    assert main(["export", str(run), "--output", str(out)]) == 0
+    rows = _read(out)
+    assert len(rows) == 3
+    for row in rows:
+        messages = row["messages"]
+        assert messages[0] == {"role": "system", "content": WIKI}
+        assert messages[1]["role"] == "user"  # no greeting before the user's opening
+        index = int(row["metadata"]["task_id"].split("-")[1])
+        gold = [(a.name, a.kwargs) for a in TASKS[index].actions if a.name != "respond"]
+        calls = [
+            (c["function"]["name"], c["function"]["arguments"])
+            for m in messages
+            for c in m.get("tool_calls") or []
+        ]
+        assert calls == gold
