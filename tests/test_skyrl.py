@@ -69,8 +69,8 @@ def test_register_is_idempotent_and_refuses_a_foreign_id(monkeypatch) -> None:
 
     from tau_adapters.errors import ConfigError
 
-    assert register() == ["tau2"]
-    assert register() == ["tau2"]  # skyrl-gym itself would raise RegistrationError here
+    assert register() == ["tau2", "tau_bench"]
+    assert register() == ["tau2", "tau_bench"]  # skyrl-gym itself would raise RegistrationError
     assert registration.registry["tau2"].entry_point == "tau_adapters.skyrl.env:Tau2Env"
     monkeypatch.setitem(
         registration.registry,
@@ -456,3 +456,22 @@ def test_background_loop_refuses_to_wait_on_itself() -> None:
 
     assert "deadlock" in background_loop.call(inner(), 5.0)
     assert background_loop.call(asyncio.sleep(0, result=42), 5.0) == 42
+
+
+def test_tau_bench_v1_through_its_own_env_id_scores_one(registered) -> None:
+    pytest.importorskip(
+        "tau_bench",
+        reason="tau-bench v1 is not installed (README: pip install tau_bench @ git+...)",
+    )
+    from tau_bench.envs.retail.wiki import WIKI
+
+    from tau_adapters.tasks import export_row
+
+    for ref in _refs("tau1-retail")[:4]:
+        row = export_row(ref, "skyrl", parser="hermes")
+        assert row["env_class"] == "tau_bench" and row["data_source"] == "tau_bench/tau1-retail"
+        assert row["prompt"][0]["content"].startswith(WIKI)
+        _, chat, outputs, _ = _play("tau_bench", ref, _oracle(ref))
+        assert chat[0]["content"].startswith(WIKI)
+        assert chat[1]["role"] == "user"  # v1's agent never sees a greeting
+        assert outputs[-1]["done"] and outputs[-1]["reward"] == 1.0, outputs[-1]["metadata"]

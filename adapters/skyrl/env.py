@@ -34,7 +34,12 @@ logger = logging.getLogger("tau_adapters.skyrl")
 
 #: Environment ids this adapter registers, and the class behind each. The tau-bench v1 backend
 #: adds ``"tau_bench"`` here (same class: the domain name picks the benchmark in the core).
-ENV_CLASSES: dict[str, str] = {"tau2": "tau_adapters.skyrl.env:Tau2Env"}
+#: One env class serves both benchmarks: the episode's domain (``tau1-*`` for tau-bench v1) picks
+#: the backend; the ids match what ``tasks export --format skyrl`` writes as ``env_class``.
+ENV_CLASSES: dict[str, str] = {
+    "tau2": "tau_adapters.skyrl.env:Tau2Env",
+    "tau_bench": "tau_adapters.skyrl.env:Tau2Env",
+}
 
 #: What SkyRL users do with ``metadata["remove_sample"]`` / ``env_metrics["remove_sample"]``.
 FILTER_HINT = (

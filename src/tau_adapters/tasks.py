@@ -43,7 +43,8 @@ def list_tasks(domain: str, split: str | None = None) -> list[dict[str, str]]:
 EXPORT_FORMATS = ("jsonl", "slime", "skyrl")
 
 #: SkyRL's environment id for tau2 tasks (`tau_adapters.skyrl.register`).
-SKYRL_ENV_CLASS = "tau2"
+#: SkyRL env ids (`tau_adapters.skyrl.register`) by benchmark.
+SKYRL_ENV_CLASS = {"tau2": "tau2", "tau1": "tau_bench"}
 
 
 def export_row(ref: TaskRef, fmt: str = "jsonl", *, parser: str | None = None) -> dict[str, Any]:
@@ -62,12 +63,15 @@ def export_row(ref: TaskRef, fmt: str = "jsonl", *, parser: str | None = None) -
             from tau_adapters.config import EpisodeConfig
 
             parser = EpisodeConfig.from_env().parser
+        from tau_adapters.domains import benchmark_of
+
+        env_class = SKYRL_ENV_CLASS[benchmark_of(ref.domain)]
         return {
-            "data_source": f"tau2/{ref.domain}",
+            "data_source": f"{env_class}/{ref.domain}",
             "prompt": [{"role": "system", "content": text_system_prompt(ref.domain, parser)}],
-            "env_class": SKYRL_ENV_CLASS,
+            "env_class": env_class,
             "reward_spec": {
-                "method": "tau2_official",
+                "method": f"{env_class}_official",
                 "ground_truth": f"{ref.domain}/{ref.split}/{ref.task_id}",
             },
             "extra_info": ref.to_row(),

@@ -47,18 +47,18 @@ class HostStopped(EpisodeTruncated):
 
 @functools.cache
 def text_system_prompt(domain: str, parser_spec: str) -> str:
-    """The system prompt for a host that renders chats without ``tools=``: tau2's agent prompt
-    with the domain policy, then how to call tools in the parser's format, then the schemas."""
+    """The system prompt for a host that renders chats without ``tools=``: the benchmark's agent
+    prompt (tau2's around the domain policy; v1's wiki), then how to call tools in the parser's
+    format, then the schemas."""
     from tau_adapters.domains import get_domain
     from tau_adapters.parsers import make_parser
-    from tau_adapters.prompts import system_prompt
 
     backend = get_domain(domain)
     parser = make_parser(parser_spec, backend.tool_schemas)
     schemas = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in backend.tool_schemas)
     return "\n\n".join(
         [
-            system_prompt(backend.policy),
+            backend.agent_system_prompt(),
             parser.format_instruction(),
             f"# Tools\nYou can call these tools (OpenAI function schemas):\n{schemas}",
         ]
