@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.errors import ConfigError
+from tau_adapters.hosts import groups_of, host_config, normalise_groups, should_remove
 from tau_adapters.tasks import TaskRef
 
 #: slime sampling parameters passed through to the engine (the adapter owns max_new_tokens).
@@ -37,20 +37,13 @@ def config_from_args(args: Any) -> EpisodeConfig:
     cached = _configs.get(id(args))
     if cached is not None and cached[0] is args:
         return cached[1]
-    overrides: dict[str, Any] = {"policy": "sglang:slime-router"}
-    base = EpisodeConfig.from_env()
-    if not base.tokenizer:
-        checkpoint = getattr(args, "hf_checkpoint", None)
-        if not checkpoint:
-            raise ConfigError(
-                "the slime adapter needs a tokenizer: pass --hf-checkpoint (slime's own flag) or "
-                "set TAU_ADAPTERS_TOKENIZER to a local Hugging Face tokenizer folder"
-            )
-        overrides["tokenizer"] = checkpoint
-    context = getattr(args, "rollout_max_context_len", None)
-    if context and not base.max_context_tokens:
-        overrides["max_context_tokens"] = int(context)
-    config = EpisodeConfig.from_env(**overrides)
+    config = host_config(
+        "slime",
+        policy="sglang:slime-router",
+        tokenizer=getattr(args, "hf_checkpoint", None),
+        tokenizer_setting="--hf-checkpoint",
+        max_context_tokens=getattr(args, "rollout_max_context_len", None),
+    )
     _configs[id(args)] = (args, config)
     return config
 
@@ -204,7 +197,7 @@ def fill_sample(
     sample.reward = float(trajectory.reward)
     sample.status = Sample.Status[_STATUS[trajectory.status]]
     # Failed episodes (user simulator, environment, engine gave up) must not train with reward 0.
-    remove = bool(trajectory.remove_sample or trajectory.status == "failed" or not ids)
+    remove = should_remove(trajectory) or not ids
     if remove and not evaluation:
         sample.remove_sample = True
         sample.loss_mask = [0] * sample.response_length
@@ -278,29 +271,13 @@ def reward_post_process(args: Any, samples: Sequence[Any]) -> tuple[list[float],
     use_std = estimator in ("grpo", "gspo", "cispo") and getattr(
         args, "grpo_std_normalization", True
     )
-    out = [0.0] * len(samples)
-    for group in _groups(args, samples):
-        kept = [i for i in group if not getattr(samples[i], "remove_sample", False)]
-        if not kept:
-            continue
-        mean = sum(shaped[i] for i in kept) / len(kept)
-        var = sum((shaped[i] - mean) ** 2 for i in kept) / (len(kept) - 1) if len(kept) > 1 else 0.0
-        std = math.sqrt(var)
-        for i in kept:
-            out[i] = (shaped[i] - mean) / (std + 1e-6) if use_std else shaped[i] - mean
-    return shaped, out
-
-
-def _groups(args: Any, samples: Sequence[Any]) -> list[list[int]]:
-    """Groups of prompts: by ``group_index`` when slime set it, else consecutive blocks of
-    ``n_samples_per_prompt`` (slime's layout)."""
-    if samples and all(getattr(s, "group_index", None) is not None for s in samples):
-        groups: dict[Any, list[int]] = {}
-        for i, sample in enumerate(samples):
-            groups.setdefault(sample.group_index, []).append(i)
-        return list(groups.values())
-    size = int(getattr(args, "n_samples_per_prompt", 1) or 1)
-    return [list(range(i, min(i + size, len(samples)))) for i in range(0, len(samples), size)]
+    groups = groups_of(
+        len(samples),
+        getattr(args, "n_samples_per_prompt", 1),
+        [getattr(s, "group_index", None) for s in samples],
+    )
+    removed = [bool(getattr(s, "remove_sample", False)) for s in samples]
+    return shaped, normalise_groups(shaped, groups, removed, use_std=use_std)
 
 
 async def reward_func(args: Any, sample: Any, **kwargs: Any) -> Any:
