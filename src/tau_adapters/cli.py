@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--format",
         default="jsonl",
-        choices=["jsonl", "slime"],
-        help="jsonl: {domain, split, task_id}; slime: {input, metadata}",
+        choices=["jsonl", "slime", "areal"],
+        help="jsonl/areal: {domain, split, task_id}; slime: {input, metadata}",
     )
 
     ev = commands.add_parser("eval", help="run episodes and report pass^k")

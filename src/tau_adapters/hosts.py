@@ -13,6 +13,7 @@ Adapters translate their host's types to and from these; none of this imports a 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -21,15 +22,19 @@ from tau_adapters.config import EpisodeConfig
 from tau_adapters.errors import ConfigError
 
 
-def should_remove(trajectory: Any, *, evaluation: bool = False) -> bool:
+def should_remove(trajectory: Any, *, evaluation: bool = False, drop_aborted: bool = False) -> bool:
     """Whether a host must leave this episode out of training.
 
     A failed episode (user simulator, environment or engine gave up, scoring broke) says nothing
     about the model, so it must not train as a reward of 0; neither may an episode the
     ``on_malformed="remove"`` policy marked, nor a token-level episode with no tokens at all.
-    Evaluation keeps every episode (a failure there is reported, not hidden)."""
+    ``drop_aborted``: also an aborted one (engine abort, cancellation, a deadline), for hosts that
+    cannot retry a sample. Evaluation keeps every episode (a failure there is reported, not
+    hidden)."""
     if evaluation:
         return False
+    if drop_aborted and trajectory.status == "aborted":
+        return True
     transcript = getattr(trajectory, "transcript", None)
     no_tokens = bool(getattr(trajectory, "token_level", False)) and (
         transcript is None or not len(transcript.ids)
@@ -88,19 +93,20 @@ def host_config(
     *,
     policy: str,
     tokenizer: str | None = None,
-    tokenizer_setting: str,
+    tokenizer_setting: str | None,
     max_context_tokens: int | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> EpisodeConfig:
     """The episode configuration for a host run: the environment (``TAU_ADAPTERS_*`` and the
     ``TAU2_*`` names), then `settings` (the host's own config block, which wins), then what the
     host already knows: its model's tokenizer and its context length, used where no setting names
-    them. A token-level host without any tokenizer fails here, naming both ways to give one."""
+    them. A token-level host (`tokenizer_setting` names the host's setting) without any tokenizer
+    fails here, naming both ways to give one; text-level hosts pass ``None``."""
     values = {k: v for k, v in (settings or {}).items() if v is not None}
     values["policy"] = policy
     base = EpisodeConfig.from_env(environ, **values)
     extra: dict[str, Any] = {}
-    if not base.tokenizer:
+    if not base.tokenizer and tokenizer_setting is not None:
         if not tokenizer:
             raise ConfigError(
                 f"the {host} adapter needs a tokenizer: set {tokenizer_setting} ({host}'s own "
@@ -111,3 +117,25 @@ def host_config(
     if max_context_tokens and not base.max_context_tokens:
         extra["max_context_tokens"] = int(max_context_tokens)
     return EpisodeConfig.from_env(environ, **values, **extra) if extra else base
+
+
+async def rollout_within(
+    task: Any,
+    config: EpisodeConfig,
+    policy: Any,
+    *,
+    trial: int = 0,
+    split: str | None = None,
+    timeout_s: float | None = None,
+) -> Any:
+    """`tau_adapters.rollout.rollout` under a host's per-episode deadline: an episode past it is
+    cancelled and comes back ``aborted`` with its partial transcript, never as an exception."""
+    from tau_adapters.rollout import rollout
+
+    episode = asyncio.ensure_future(
+        rollout(task, config, policy=policy, trial=trial, split=split, on_cancel="return")
+    )
+    done, _ = await asyncio.wait({episode}, timeout=timeout_s)
+    if not done:
+        episode.cancel()
+    return await episode

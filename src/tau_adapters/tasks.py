@@ -40,12 +40,13 @@ def list_tasks(domain: str, split: str | None = None) -> list[dict[str, str]]:
 
 
 #: Row formats of `export_task_refs`.
-EXPORT_FORMATS = ("jsonl", "slime")
+EXPORT_FORMATS = ("jsonl", "slime", "areal")
 
 
 def export_row(ref: TaskRef, fmt: str = "jsonl") -> dict[str, Any]:
     """One dataset row. ``slime``: ``input`` (the reference as text) and ``metadata`` (the
-    reference), for slime's default ``--input-key input --metadata-key metadata``."""
+    reference), for slime's default ``--input-key input --metadata-key metadata``. ``areal``:
+    the reference itself, the row `tau_adapters.areal` workflows read."""
     if fmt == "slime":
         return {"input": f"{ref.domain}/{ref.split}/{ref.task_id}", "metadata": ref.to_row()}
     return ref.to_row()
