@@ -11,11 +11,16 @@ from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Literal
 
 from areal.api.workflow_api import RolloutWorkflow
-
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.engines import Generation
 from tau_adapters.errors import ConfigError
-from tau_adapters.hosts import host_config, rollout_within, should_remove, training_reward
+from tau_adapters.hosts import (
+    host_config,
+    normalise_groups,
+    rollout_within,
+    should_remove,
+    training_reward,
+)
 from tau_adapters.tasks import TaskRef
 
 log = logging.getLogger("tau_adapters.areal")
@@ -41,6 +46,10 @@ class ArealOptions:
     turn_discount: float = 1.0
     invalid_format_penalty: float = 0.0
     timeout_s: float | None = None
+    #: Episodes per task run by one ``arun_episode`` and normalised together, leaving removed
+    #: ones out (`tau_adapters.hosts.normalise_groups`); with it, AReaL's gconfig.n_samples is 1.
+    group_size: int = 1
+    group_std: bool = True
 
 
 def _plain(value: Any) -> dict[str, Any]:
@@ -82,7 +91,14 @@ def config_from_econfig(
         "turn_discount": float(values.pop("turn_discount", 1.0)),
         "invalid_format_penalty": float(values.pop("invalid_format_penalty", 0.0)),
         "timeout_s": values.pop("timeout", None),
+        "group_size": int(values.pop("group_size", 1)),
+        "group_std": bool(values.pop("group_std", True)),
     }
+    if options["group_size"] > 1 and int(_plain(gconfig).get("n_samples") or 1) > 1:
+        raise ConfigError(
+            "econfig.group_size and gconfig.n_samples both ask for groups: with group_size set, "
+            "set gconfig.n_samples: 1 (the workflow runs and normalises the group itself)"
+        )
     if options["export_style"] not in ("concat", "individual"):
         raise ConfigError("econfig.export_style must be 'concat' or 'individual'")
     if not 0.0 < options["turn_discount"] <= 1.0:
@@ -254,16 +270,6 @@ def _verdict(trajectory: Any, ref: TaskRef, options: ArealOptions) -> float | No
     return None
 
 
-async def _episode(
-    ref: TaskRef, config: EpisodeConfig, policy: Any, data: Any, timeout: Any
-) -> Any:
-    task = await asyncio.to_thread(ref.load)  # a domain's first load parses its files
-    trial = int(data.get("trial", 0))
-    return await rollout_within(
-        task, config, policy, trial=trial, split=ref.split, timeout_s=timeout
-    )
-
-
 class Tau2Workflow(RolloutWorkflow):
     """Engine mode: one token-level tau2 episode per ``arun_episode``, every model turn a call of
     AReaL's inference engine. Returns AReaL's tensor dict, or ``None`` for an episode the removal
@@ -294,19 +300,43 @@ class Tau2Workflow(RolloutWorkflow):
         self.template = template_for(self.config)  # loads now: a bad tokenizer fails at start-up
 
     async def arun_episode(self, engine: Any, data: dict[str, Any]) -> dict[str, Any] | None:
+        size = self.options.group_size
+        if size == 1:
+            one = await self._episode(engine, data, int(data.get("trial", 0)))
+            return None if one is None else trajectory_tensors(*one, self.options)
+        runs = await asyncio.gather(*(self._episode(engine, data, k) for k in range(size)))
+        removed = [run is None for run in runs]
+        if all(removed):
+            return None
+        rewards = [0.0 if run is None else run[2] for run in runs]
+        values = normalise_groups(rewards, [range(size)], removed, use_std=self.options.group_std)
+        from areal.utils.data import concat_padded_tensors
+
+        rows = [
+            trajectory_tensors(run[0], run[1], value, self.options)
+            for run, value in zip(runs, values, strict=True)
+            if run is not None
+        ]
+        return concat_padded_tensors(rows)
+
+    async def _episode(self, engine: Any, data: dict[str, Any], trial: int) -> Any:
+        """One episode: (trajectory, per-turn weight versions, training reward), or None."""
         from tau_adapters.token_policy import SGLangPolicy
 
         ref = task_ref_from_row(data, self.config)
         config = self.config.model_copy(update={"domain": ref.domain, "split": ref.split})
         client = ArealEngineClient(engine, self.gconfig)
         policy = SGLangPolicy("areal://engine", config, template=self.template, client=client)
-        trajectory = await _episode(ref, config, policy, data, self.options.timeout_s)
+        task = await asyncio.to_thread(ref.load)  # a domain's first load parses its files
+        trajectory = await rollout_within(
+            task, config, policy, trial=trial, split=ref.split, timeout_s=self.options.timeout_s
+        )
         if self.on_trajectory is not None:
             self.on_trajectory(trajectory)
         reward = _verdict(trajectory, ref, self.options)
         if reward is None or trajectory.transcript is None or not trajectory.transcript.ids:
             return None
-        return trajectory_tensors(trajectory, client.versions, reward, self.options)
+        return trajectory, client.versions, reward
 
 
 def _areal_gconfig(gconfig: Any) -> Any:
@@ -362,7 +392,11 @@ class Tau2Agent:
             )
             client = OpenAIChatClient(base_url, api_key=api_key, retry=retry)
             policy = OpenAIChatPolicy(base_url, config, client=client)
-            trajectory = await _episode(ref, config, policy, data, self.options.timeout_s)
+            task = await asyncio.to_thread(ref.load)
+            trial = int(data.get("trial", 0))
+            trajectory = await rollout_within(
+                task, config, policy, trial=trial, split=ref.split, timeout_s=self.options.timeout_s
+            )
             return _verdict(trajectory, ref, self.options)
         except Exception as exc:  # a bad row or a broken setup: reject, never raise into AReaL
             log.error("tau2 agent episode could not run: %r", exc)
