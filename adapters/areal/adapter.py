@@ -21,6 +21,7 @@ from tau_adapters.hosts import (
     should_remove,
     training_reward,
 )
+from tau_adapters.http_client import EndpointError
 from tau_adapters.tasks import TaskRef
 
 log = logging.getLogger("tau_adapters.areal")
@@ -178,7 +179,10 @@ class ArealEngineClient:
         request = ModelRequest(
             rid=episode_id or uuid.uuid4().hex, input_ids=input_ids, gconfig=gconfig
         )
-        response = await self.engine.agenerate(request)
+        try:
+            response = await self.engine.agenerate(request)
+        except Exception as exc:  # AReaL gave up (its own retries): the episode ends failed
+            raise EndpointError(f"AReaL engine: {type(exc).__name__}: {str(exc)[:300]}") from None
         reason = {"length": "length", "abort": "abort"}.get(response.stop_reason, "stop")
         self.versions.append(list(response.output_versions))
         return Generation(list(response.output_tokens), list(response.output_logprobs), reason)

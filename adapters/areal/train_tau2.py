@@ -39,11 +39,11 @@ def task_rows(path: str, at_least: int = 1) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> None:
+    from datasets import Dataset
+    from tau_adapters.areal import Tau2Workflow
+
     from areal import PPOTrainer
     from areal.api.cli_args import load_expr_config
-    from datasets import Dataset
-
-    from tau_adapters.areal import Tau2Workflow
 
     config, _ = load_expr_config(argv, Tau2GRPOConfig)
     train = Dataset.from_list(task_rows(config.train_dataset.path, config.train_dataset.batch_size))
