@@ -372,3 +372,56 @@ def test_recipe_config_builds_an_episode_config() -> None:
         econfig, gconfig=gconfig, tokenizer="local:chatml"
     )
     assert config.user == "openai" and config.user_api_base and options.export_style == "concat"
+
+
+def test_areal_workflow_executor_runs_the_workflow(oracle) -> None:
+    """AReaL's own WorkflowExecutor (rollout_batch, with its trajectory format check) drives the
+    workflow by import path, as its trainer does; a group comes back normalised in one piece."""
+    server, _, tasks = oracle
+    engine = _areal_engine(
+        server, check_trajectory_format=True, consumer_batch_size=2, max_concurrent_rollouts=4
+    )
+    try:
+        rows = [_row(t) for t in tasks[:2]]
+        kwargs = {
+            "econfig": {"domain": "airline", "max_new_tokens": 512},
+            "tokenizer": "local:chatml",
+        }
+        batch = engine.rollout_batch(
+            rows, workflow="tau_adapters.areal.Tau2Workflow", workflow_kwargs=kwargs
+        )
+        assert [b["rewards"].tolist() for b in batch] == [[1.0], [1.0]]
+        engine.set_version(1)  # a training step: AReaL's staleness control admits the next batch
+        kwargs["econfig"] = {**kwargs["econfig"], "group_size": 3}
+        batch = engine.rollout_batch(rows, workflow=adapter.Tau2Workflow, workflow_kwargs=kwargs)
+        # Three oracle episodes per task, all 1.0: each normalised against its group gives 0.
+        assert [b["rewards"].tolist() for b in batch] == [[0.0] * 3, [0.0] * 3]
+        assert all(int(b["versions"].max()) == 1 for b in batch)
+    finally:
+        engine.destroy()
+
+
+def test_group_normalisation_leaves_removed_episodes_out(oracle) -> None:
+    _, engine, tasks = oracle
+
+    class FailSecondEpisode(Recording):
+        """AReaL's engine, failing every call of the second episode to ask (by its rid)."""
+
+        def __init__(self, engine):
+            super().__init__(engine)
+            self.rids: list[str] = []
+
+        async def agenerate(self, request):
+            if request.rid not in self.rids:
+                self.rids.append(request.rid)
+            if self.rids.index(request.rid) == 1:
+                raise RuntimeError("engine down for this episode")
+            return await super().agenerate(request)
+
+    workflow, kept = _workflow(group_size=3, group_std=False)
+    out = asyncio.run(workflow.arun_episode(FailSecondEpisode(engine), _row(tasks[0])))
+    statuses = sorted(t.status for t in kept)
+    assert statuses == ["completed", "completed", "failed"], [t.error for t in kept]
+    # Two kept episodes, both 1.0: mean-centred they are 0. Were the failed episode counted as a
+    # 0.0 in the group, the mean would be 2/3 and each kept value 1/3.
+    assert out["rewards"].tolist() == [0.0, 0.0]
