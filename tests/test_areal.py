@@ -343,8 +343,8 @@ def test_config_from_areal_tau2_example_names() -> None:
     config, options = adapter.config_from_econfig(
         econfig, gconfig=gconfig, tokenizer="local:chatml"
     )
-    assert (config.domain, config.max_steps, config.user) == ("retail", 50, "litellm")
-    assert config.user_model == "openai/self-hosted-Qwen2.5-72B"
+    assert (config.domain, config.max_steps, config.user) == ("retail", 50, "openai")
+    assert config.user_model == "self-hosted-Qwen2.5-72B"
     assert config.user_api_base == "http://localhost:8000/v1/"
     assert (config.user_temperature, config.user_max_tokens) == (0.0, 512)
     assert config.user_extra_body == {"top_p": 0.9}
@@ -354,6 +354,10 @@ def test_config_from_areal_tau2_example_names() -> None:
         16384,
     )
     assert (options.turn_discount, options.invalid_format_penalty) == (0.9, 0.1)
+    litellm_user, _ = adapter.config_from_econfig(
+        {"user_llm": "anthropic/claude-x"}, tokenizer="local:chatml"
+    )
+    assert (litellm_user.user, litellm_user.user_model) == ("litellm", "anthropic/claude-x")
     with pytest.raises(ConfigError, match="solo_mode"):
         adapter.config_from_econfig({"solo_mode": True}, tokenizer="local:chatml")
     with pytest.raises(ConfigError, match="tokenizer_path"):

@@ -104,13 +104,16 @@ def config_from_econfig(
         raise ConfigError("econfig.export_style must be 'concat' or 'individual'")
     if not 0.0 < options["turn_discount"] <= 1.0:
         raise ConfigError("econfig.turn_discount must be in (0, 1]")
-    user_llm = values.pop("user_llm", None)
-    if user_llm:
-        values.setdefault("user_model", user_llm)
-        values.setdefault("user", "litellm")
+    user_llm = str(values.pop("user_llm", None) or "")
     base_url = values.pop("user_llm_base_url", None)
     if base_url:
         values.setdefault("user_api_base", base_url)
+    if user_llm.startswith("openai/") and base_url:  # a served model: plain HTTP, no litellm
+        values.setdefault("user", "openai")
+        values.setdefault("user_model", user_llm.removeprefix("openai/"))
+    elif user_llm:  # any other litellm model name
+        values.setdefault("user", "litellm")
+        values.setdefault("user_model", user_llm)
     user_args = dict(values.pop("user_llm_args", None) or {})
     if "temperature" in user_args:
         values.setdefault("user_temperature", user_args.pop("temperature"))
