@@ -26,16 +26,6 @@ from tau_adapters.tasks import TaskRef
 
 log = logging.getLogger("tau_adapters.areal")
 
-#: The names AReaL's own tau2 example (examples/tau2, ``Tau2EnvConfig``) uses in ``econfig``.
-AREAL_EXAMPLE_NAMES = (
-    "user_llm",
-    "user_llm_base_url",
-    "user_llm_args",
-    "solo_mode",
-    "add_thinking_tool",
-    "turn_discount",
-    "invalid_format_penalty",
-)
 ExportStyle = Literal["concat", "individual"]
 
 
@@ -123,11 +113,9 @@ def config_from_econfig(
     if user_args:
         values.setdefault("user_extra_body", user_args)
     g = _plain(gconfig)
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
-        if theirs in g:
-            values.setdefault(ours, g[theirs])
-    if g.get("max_new_tokens"):
-        values.setdefault("max_new_tokens", g["max_new_tokens"])
+    for key in ("temperature", "top_p", "max_new_tokens"):  # the same names on both sides
+        if g.get(key) is not None:
+            values.setdefault(key, g[key])
     path = tokenizer if isinstance(tokenizer, str) else getattr(tokenizer, "name_or_path", None)
     config = host_config(
         "AReaL",

@@ -135,7 +135,11 @@ async def rollout_within(
     episode = asyncio.ensure_future(
         rollout(task, config, policy=policy, trial=trial, split=split, on_cancel="return")
     )
-    done, _ = await asyncio.wait({episode}, timeout=timeout_s)
+    try:
+        done, _ = await asyncio.wait({episode}, timeout=timeout_s)
+    except asyncio.CancelledError:  # the host cancelled us: the episode must not run on orphaned
+        episode.cancel()
+        raise
     if not done:
         episode.cancel()
     return await episode
