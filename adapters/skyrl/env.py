@@ -27,8 +27,9 @@ from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 from tau_adapters import background_loop
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.errors import ConfigError
+from tau_adapters.hosts import removal_reason
 from tau_adapters.tasks import TaskRef
-from tau_adapters.text_episode import TextEpisode, removal_reason, turns_needed
+from tau_adapters.text_episode import TextEpisode, turns_needed
 
 logger = logging.getLogger("tau_adapters.skyrl")
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.errors import ConfigError
+from tau_adapters.hosts import groups_of, host_config, normalise_groups, should_remove
 from tau_adapters.tasks import TaskRef
 
 #: slime sampling parameters passed through to the engine (the adapter owns max_new_tokens).
@@ -37,23 +38,13 @@ def config_from_args(args: Any) -> EpisodeConfig:
     cached = _configs.get(id(args))
     if cached is not None and cached[0] is args:
         return cached[1]
-    overrides: dict[str, Any] = {"policy": "sglang:slime-router"}
-    base = EpisodeConfig.from_env()
-    if not base.tokenizer:
-        checkpoint = getattr(args, "hf_checkpoint", None)
-        if not checkpoint:
-            raise ConfigError(
-                "the slime adapter needs a tokenizer: pass --hf-checkpoint (slime's own flag) or "
-                "set TAU_ADAPTERS_TOKENIZER to a local Hugging Face tokenizer folder"
-            )
-        overrides["tokenizer"] = checkpoint
-    context = getattr(args, "rollout_max_context_len", None)
-    if context and not base.max_context_tokens:
-        overrides["max_context_tokens"] = int(context)
-    config = EpisodeConfig.from_env(**overrides)
-    from tau_adapters.startup import check_names
-
-    check_names(config)  # a misspelt reward/parser/user name fails the first sample, not each one
+    config = host_config(
+        "slime",
+        policy="sglang:slime-router",
+        tokenizer=getattr(args, "hf_checkpoint", None),
+        tokenizer_setting="--hf-checkpoint",
+        max_context_tokens=getattr(args, "rollout_max_context_len", None),
+    )
     _configs[id(args)] = (args, config)
     return config
 
@@ -213,7 +204,7 @@ def fill_sample(
     sample.reward = float(trajectory.reward)
     sample.status = Sample.Status[_STATUS[trajectory.status]]
     # Failed episodes (user simulator, environment, engine gave up) must not train with reward 0.
-    remove = bool(trajectory.remove_sample or trajectory.status == "failed" or not ids)
+    remove = should_remove(trajectory) or not ids
     if remove and not evaluation:
         sample.remove_sample = True
         sample.loss_mask = [0] * sample.response_length
@@ -304,17 +295,13 @@ def reward_post_process(args: Any, samples: Sequence[Any]) -> tuple[list[float],
     use_std = estimator in ("grpo", "gspo", "cispo") and getattr(
         args, "grpo_std_normalization", True
     )
-    out = [0.0] * len(samples)
-    for group in _groups(args, samples):
-        kept = [i for i in group if not getattr(samples[i], "remove_sample", False)]
-        if not kept:
-            continue
-        mean = sum(shaped[i] for i in kept) / len(kept)
-        var = sum((shaped[i] - mean) ** 2 for i in kept) / (len(kept) - 1) if len(kept) > 1 else 0.0
-        std = math.sqrt(var)
-        for i in kept:
-            out[i] = (shaped[i] - mean) / (std + 1e-6) if use_std else shaped[i] - mean
-    return shaped, out
+    groups = groups_of(
+        len(samples),
+        getattr(args, "n_samples_per_prompt", 1),
+        [getattr(s, "group_index", None) for s in samples],
+    )
+    removed = [bool(getattr(s, "remove_sample", False)) for s in samples]
+    return shaped, normalise_groups(shaped, groups, removed, use_std=use_std)
 
 
 def shaped_rewards(args: Any, samples: Sequence[Any]) -> list[float]:

@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--format",
         default="jsonl",
-        choices=["jsonl", "slime", "skyrl"],
-        help="jsonl: {domain, split, task_id}; slime: {input, metadata}; "
+        choices=["jsonl", "slime", "areal", "skyrl"],
+        help="jsonl/areal: {domain, split, task_id}; slime: {input, metadata}; "
         "skyrl: Parquet {data_source, prompt, env_class, reward_spec, extra_info}",
     )
 

@@ -62,6 +62,12 @@ def _executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="tau-adapters-cpu")
 
 
+# A forked child (AReaL's subprocess agent mode forks its process pool) inherits the pool object
+# but none of its threads: work sent there would wait forever. The child makes its own pool.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_executor.cache_clear)
+
+
 async def run_cpu(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run a short CPU-bound step of an episode off the event loop and await its result."""
     loop = asyncio.get_running_loop()

@@ -40,16 +40,16 @@ def list_tasks(domain: str, split: str | None = None) -> list[dict[str, str]]:
 
 
 #: Row formats of `export_task_refs`.
-EXPORT_FORMATS = ("jsonl", "slime", "skyrl")
+EXPORT_FORMATS = ("jsonl", "slime", "areal", "skyrl")
 
-#: SkyRL's environment id for tau2 tasks (`tau_adapters.skyrl.register`).
 #: SkyRL env ids (`tau_adapters.skyrl.register`) by benchmark.
 SKYRL_ENV_CLASS = {"tau2": "tau2", "tau1": "tau_bench"}
 
 
 def export_row(ref: TaskRef, fmt: str = "jsonl", *, parser: str | None = None) -> dict[str, Any]:
     """One dataset row. ``slime``: ``input`` (the reference as text) and ``metadata`` (the
-    reference), for slime's default ``--input-key input --metadata-key metadata``. ``skyrl``:
+    reference), for slime's default ``--input-key input --metadata-key metadata``. ``areal``:
+    the reference itself, the row `tau_adapters.areal` workflows read. ``skyrl``:
     SkyRL's columns ``data_source``, ``prompt``, ``env_class``, ``reward_spec``, ``extra_info``
     (the reference; SkyRL passes all but prompt and env_class to the env as ``extras``). The
     prompt is the system prompt the env's ``init()`` opens with (parser's call format and tool

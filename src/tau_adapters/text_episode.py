@@ -34,7 +34,6 @@ __all__ = [
     "TextEpisode",
     "TextTurn",
     "oracle_texts",
-    "removal_reason",
     "render_turn",
     "text_system_prompt",
     "turns_needed",
@@ -111,16 +110,6 @@ def turns_needed(task: Any) -> int:
     criteria = getattr(task, "evaluation_criteria", None)
     actions = (criteria.actions or []) if criteria is not None else []
     return len(actions) + 2
-
-
-def removal_reason(trajectory: Any) -> str | None:
-    """Why a finished episode must not train, or None: infrastructure failures (user simulator,
-    environment, engine) say nothing about the model, and ``on_malformed="remove"`` asks for it."""
-    if trajectory.status == "failed":
-        return f"failed episode: {trajectory.error or trajectory.termination_reason}"
-    if trajectory.remove_sample:
-        return f"removed by on_malformed=remove: {trajectory.error}"
-    return None
 
 
 @dataclass

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# AReaL (issue 9): the real `areal` 1.0.4 from the package index, installed the light way into the
+# README's venv: the package itself with --no-deps (its full dependency set pins transformers and
+# CUDA stacks that conflict with the main venv and with SkyRL), then the `areal` extra, which is
+# what `areal.api` (RolloutWorkflow, ModelRequest, ModelResponse, GenerationHyperparameters) and
+# its remote SGLang client import. The tests drive AReaL's own RemoteSGLangEngine (CPU-only HTTP
+# client) against the loopback SGLang-protocol engine; in the main run they skipped with a reason.
+set -euo pipefail
+. .venv/bin/activate
+if ! pip install -q --no-deps "areal==1.0.4"; then
+  echo "50-areal: areal 1.0.4 could not be installed from the index; the AReaL tests stay skipped"
+  exit 0
+fi
+pip install -q -e ".[areal]"
+python -c "from areal.api.workflow_api import RolloutWorkflow; from areal.engine.sglang_remote import RemoteSGLangEngine"
+python -m pytest -q -p no:cacheprovider tests/test_areal.py

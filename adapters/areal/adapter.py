@@ -1,0 +1,398 @@
+"""AReaL types <-> tau-adapters episodes. No episode logic here: see `tau_adapters.rollout`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any, Literal
+
+from areal.api.workflow_api import RolloutWorkflow
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.engines import Generation
+from tau_adapters.errors import ConfigError
+from tau_adapters.hosts import (
+    host_config,
+    normalise_groups,
+    rollout_within,
+    should_remove,
+    training_reward,
+)
+from tau_adapters.http_client import EndpointError
+from tau_adapters.tasks import TaskRef
+
+log = logging.getLogger("tau_adapters.areal")
+
+ExportStyle = Literal["concat", "individual"]
+
+
+@dataclass(frozen=True)
+class ArealOptions:
+    """What AReaL's side decides beyond the episode: sample layout and the trained reward."""
+
+    export_style: ExportStyle = "concat"
+    turn_discount: float = 1.0
+    invalid_format_penalty: float = 0.0
+    timeout_s: float | None = None
+    #: Episodes per task run by one ``arun_episode`` and normalised together, leaving removed
+    #: ones out (`tau_adapters.hosts.normalise_groups`); with it, AReaL's gconfig.n_samples is 1.
+    group_size: int = 1
+    group_std: bool = True
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    """A dict from a mapping, a dataclass (AReaL's configs) or an OmegaConf node."""
+    if value is None:
+        return {}
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if hasattr(value, "items"):
+        return {str(k): v for k, v in value.items()}
+    raise ConfigError(f"expected a mapping for the AReaL config block, got {type(value).__name__}")
+
+
+def config_from_econfig(
+    econfig: Mapping[str, Any] | Any = None,
+    *,
+    gconfig: Any = None,
+    tokenizer: Any = None,
+    policy: str = "areal:engine",
+    token_level: bool = True,
+) -> tuple[EpisodeConfig, ArealOptions]:
+    """The episode for an AReaL run from its yaml: ``econfig`` holds our `EpisodeConfig` names
+    and/or the names of AReaL's tau2 example; ``gconfig`` gives temperature, top_p, the per-turn
+    budget and the context length; ``tokenizer`` (AReaL's tokenizer or ``tokenizer_path``) is
+    used when ``econfig`` names none."""
+    values = _plain(econfig)
+    if values.pop("solo_mode", False):
+        raise ConfigError(
+            "econfig.solo_mode: solo mode is not supported by tau-adapters (the agent would hold "
+            "the user's tools); set solo_mode: false and configure a user simulator (user_llm)"
+        )
+    if values.pop("add_thinking_tool", False):
+        raise ConfigError(
+            "econfig.add_thinking_tool is not supported: the agent sees tau2's own tools only; "
+            "use a thinking chat template (chat_template_kwargs: {enable_thinking: true}) instead"
+        )
+    options = {
+        "export_style": values.pop("export_style", "concat"),
+        "turn_discount": float(values.pop("turn_discount", 1.0)),
+        "invalid_format_penalty": float(values.pop("invalid_format_penalty", 0.0)),
+        "timeout_s": values.pop("timeout", None),
+        "group_size": int(values.pop("group_size", 1)),
+        "group_std": bool(values.pop("group_std", True)),
+    }
+    if options["group_size"] > 1 and int(_plain(gconfig).get("n_samples") or 1) > 1:
+        raise ConfigError(
+            "econfig.group_size and gconfig.n_samples both ask for groups: with group_size set, "
+            "set gconfig.n_samples: 1 (the workflow runs and normalises the group itself)"
+        )
+    if options["export_style"] not in ("concat", "individual"):
+        raise ConfigError("econfig.export_style must be 'concat' or 'individual'")
+    if not 0.0 < options["turn_discount"] <= 1.0:
+        raise ConfigError("econfig.turn_discount must be in (0, 1]")
+    user_llm = str(values.pop("user_llm", None) or "")
+    base_url = values.pop("user_llm_base_url", None)
+    if base_url:
+        values.setdefault("user_api_base", base_url)
+    if user_llm.startswith("openai/") and base_url:  # a served model: plain HTTP, no litellm
+        values.setdefault("user", "openai")
+        values.setdefault("user_model", user_llm.removeprefix("openai/"))
+    elif user_llm:  # any other litellm model name
+        values.setdefault("user", "litellm")
+        values.setdefault("user_model", user_llm)
+    user_args = dict(values.pop("user_llm_args", None) or {})
+    if "temperature" in user_args:
+        values.setdefault("user_temperature", user_args.pop("temperature"))
+    for key in ("max_completion_tokens", "max_tokens"):
+        if key in user_args:
+            values.setdefault("user_max_tokens", user_args.pop(key))
+    if user_args:
+        values.setdefault("user_extra_body", user_args)
+    g = _plain(gconfig)
+    for key in ("temperature", "top_p", "max_new_tokens"):  # the same names on both sides
+        if g.get(key) is not None:
+            values.setdefault(key, g[key])
+    path = tokenizer if isinstance(tokenizer, str) else getattr(tokenizer, "name_or_path", None)
+    config = host_config(
+        "AReaL",
+        values,
+        policy=policy,
+        tokenizer=path or None,
+        tokenizer_setting="tokenizer_path" if token_level else None,
+        max_context_tokens=g.get("max_tokens"),
+    )
+    return config, ArealOptions(**options)
+
+
+def task_ref_from_row(data: Mapping[str, Any], config: EpisodeConfig) -> TaskRef:
+    """A dataset row ``{domain, split, task_id}`` (``tau-adapters tasks export --format
+    areal``), or AReaL's tau2 example's ``{task_id, split}`` with the domain from ``econfig``."""
+    if "task_id" not in data:
+        raise ConfigError(
+            "an AReaL data row does not name a tau2 task: expected {domain, split, task_id} "
+            f"(write it with `tau-adapters tasks export --format areal`); got keys {sorted(data)}"
+        )
+    split = data.get("split") or config.split or "test"
+    return TaskRef(str(data.get("domain") or config.domain), str(split), str(data["task_id"]))
+
+
+class ArealEngineClient:
+    """The core token policy's engine interface over AReaL's engine: each model turn is one
+    ``engine.agenerate(ModelRequest(...))``; the weight version of every sampled token is kept
+    per turn (``versions``), in the order the transcript's model spans are appended."""
+
+    def __init__(self, engine: Any, gconfig: Any = None) -> None:
+        from areal.api.cli_args import GenerationHyperparameters
+
+        self.engine = engine
+        self.gconfig = gconfig if gconfig is not None else GenerationHyperparameters()
+        self.versions: list[list[int]] = []
+
+    async def generate(
+        self, input_ids: list[int], sampling: dict[str, Any], *, episode_id: Any = None, **_: Any
+    ) -> Generation:
+        from areal.api.io_struct import ModelRequest
+
+        gconfig = self.gconfig.new(
+            n_samples=1,
+            max_new_tokens=int(sampling["max_new_tokens"]),
+            temperature=float(sampling["temperature"]),
+            top_p=float(sampling["top_p"]),
+            stop_token_ids=list(sampling["stop_token_ids"]),
+            skip_special_tokens=False,
+            greedy=False,
+        )
+        # One rid per episode: AReaL keeps an rid on one server, so its prefix cache stays warm.
+        request = ModelRequest(
+            rid=episode_id or uuid.uuid4().hex, input_ids=input_ids, gconfig=gconfig
+        )
+        try:
+            response = await self.engine.agenerate(request)
+        except Exception as exc:  # AReaL gave up (its own retries): the episode ends failed
+            raise EndpointError(f"AReaL engine: {type(exc).__name__}: {str(exc)[:300]}") from None
+        reason = {"length": "length", "abort": "abort"}.get(response.stop_reason, "stop")
+        self.versions.append(list(response.output_versions))
+        return Generation(list(response.output_tokens), list(response.output_logprobs), reason)
+
+    async def release(self, episode_id: str) -> bool:
+        return False
+
+
+def trajectory_tensors(
+    trajectory: Any, versions: list[list[int]], reward: float, options: ArealOptions
+) -> dict[str, Any]:
+    """AReaL's trajectory dict (batch dimension first). ``concat``: one row for the episode.
+    ``individual``: one row per model turn, its context then its sampled tokens (the only ones
+    in its loss mask, logprobs and versions), its reward discounted by ``turn_discount`` per
+    later turn, as AReaL's own individual export does."""
+    import torch
+
+    transcript = trajectory.transcript
+    prompt = transcript.prompt_len
+    ids = torch.tensor(transcript.ids.tolist(), dtype=torch.int32)
+    mask = torch.zeros(len(ids), dtype=torch.int32)
+    mask[prompt:] = torch.tensor(transcript.loss_mask.tolist(), dtype=torch.int32)
+    logprobs = torch.zeros(len(ids), dtype=torch.float32)
+    logprobs[prompt:] = torch.tensor(transcript.logprobs.tolist(), dtype=torch.float32)
+    tokens_version = torch.full((len(ids),), -1, dtype=torch.int32)
+    spans = [s for s in transcript.spans if s.kind == "model"]
+    for span, turn in zip(spans, versions, strict=False):
+        if len(turn) == span.end - span.start:
+            tokens_version[span.start : span.end] = torch.tensor(turn, dtype=torch.int32)
+
+    def row(end: int, start: int, value: float) -> dict[str, Any]:
+        keep = torch.zeros(end, dtype=torch.bool)
+        keep[start:end] = True
+        return {
+            "input_ids": ids[None, :end].clone(),
+            "logprobs": torch.where(keep, logprobs[:end], 0.0)[None],
+            "loss_mask": torch.where(keep, mask[:end], 0)[None],
+            "versions": torch.where(keep, tokens_version[:end], -1)[None],
+            "rewards": torch.tensor([value], dtype=torch.float32),
+            "attention_mask": torch.ones((1, end), dtype=torch.bool),
+        }
+
+    if options.export_style == "concat" or not spans:
+        return row(len(ids), 0, reward)
+    from areal.utils.data import concat_padded_tensors
+
+    discount, last = options.turn_discount, len(spans) - 1
+    rows = [row(s.end, s.start, reward * discount ** (last - k)) for k, s in enumerate(spans)]
+    return concat_padded_tensors(rows)
+
+
+def _is_eval() -> bool:
+    """Whether AReaL runs this episode for evaluation (kept even when it failed)."""
+    try:
+        from areal.infra import workflow_context
+
+        return bool(workflow_context.get().is_eval)
+    except Exception:
+        return False
+
+
+def _verdict(trajectory: Any, ref: TaskRef, options: ArealOptions) -> float | None:
+    """The training reward, or None where the removal policy drops the episode (AReaL cannot
+    retry a sample, so an aborted one is dropped too); logged in AReaL's stats tracker."""
+    try:
+        from areal.infra import workflow_context
+
+        evaluation = bool(workflow_context.get().is_eval)
+    except Exception:  # outside AReaL's executor: a training episode
+        evaluation = False
+    removed = should_remove(trajectory, evaluation=evaluation, drop_aborted=True)
+    reward = training_reward(trajectory, format_penalty=options.invalid_format_penalty)
+    try:
+        from areal.infra import workflow_context
+        from areal.utils import stats_tracker
+
+        stats_tracker.get(workflow_context.stat_scope()).scalar(
+            reward=reward,
+            official_reward=float(trajectory.reward),
+            num_turns=int(trajectory.counts.get("agent_turns", 0)),
+            removed=float(removed),
+        )
+    except Exception:  # no stats scope outside AReaL's executor
+        pass
+    if not removed:
+        return reward
+    why = f"{trajectory.status}: {trajectory.error}"
+    log.warning("tau2 episode %s/%s left out of training (%s)", ref.domain, ref.task_id, why)
+    return None
+
+
+class Tau2Workflow(RolloutWorkflow):
+    """Engine mode: one token-level tau2 episode per ``arun_episode``, every model turn a call of
+    AReaL's inference engine. Returns AReaL's tensor dict, or ``None`` for an episode the removal
+    policy drops (`tau_adapters.hosts.should_remove`): infrastructure failures never train as 0.
+
+    ``on_trajectory`` (optional) receives each finished core `Trajectory` (messages, reward_info,
+    transcript), e.g. to write ``trajectories.jsonl`` for ``tau-adapters report``."""
+
+    def __init__(
+        self,
+        econfig: Mapping[str, Any] | Any = None,
+        gconfig: Any = None,
+        tokenizer: Any = None,
+        *,
+        export_style: ExportStyle | None = None,
+        on_trajectory: Callable[[Any], None] | None = None,
+    ) -> None:
+        from tau_adapters.token_policy import template_for
+
+        settings = _plain(econfig)
+        if export_style is not None:
+            settings["export_style"] = export_style
+        self.config, self.options = config_from_econfig(
+            settings, gconfig=gconfig, tokenizer=tokenizer
+        )
+        self.gconfig = _areal_gconfig(gconfig)
+        self.on_trajectory = on_trajectory
+        self.template = template_for(self.config)  # loads now: a bad tokenizer fails at start-up
+
+    async def arun_episode(self, engine: Any, data: dict[str, Any]) -> dict[str, Any] | None:
+        size = self.options.group_size
+        if size == 1:
+            one = await self._episode(engine, data, int(data.get("trial", 0)))
+            return None if one is None else trajectory_tensors(*one, self.options)
+        runs = await asyncio.gather(*(self._episode(engine, data, k) for k in range(size)))
+        removed = [run is None for run in runs]
+        if all(removed):
+            return None
+        rewards = [0.0 if run is None else run[2] for run in runs]
+        values = normalise_groups(rewards, [range(size)], removed, use_std=self.options.group_std)
+        from areal.utils.data import concat_padded_tensors
+
+        rows = [
+            trajectory_tensors(run[0], run[1], value, self.options)
+            for run, value in zip(runs, values, strict=True)
+            if run is not None
+        ]
+        return concat_padded_tensors(rows)
+
+    async def _episode(self, engine: Any, data: dict[str, Any], trial: int) -> Any:
+        """One episode: (trajectory, per-turn weight versions, training reward), or None."""
+        from tau_adapters.token_policy import SGLangPolicy
+
+        ref = task_ref_from_row(data, self.config)
+        config = self.config.model_copy(update={"domain": ref.domain, "split": ref.split})
+        client = ArealEngineClient(engine, self.gconfig)
+        policy = SGLangPolicy("areal://engine", config, template=self.template, client=client)
+        task = await asyncio.to_thread(ref.load)  # a domain's first load parses its files
+        trajectory = await rollout_within(
+            task, config, policy, trial=trial, split=ref.split, timeout_s=self.options.timeout_s
+        )
+        if self.on_trajectory is not None:
+            self.on_trajectory(trajectory)
+        reward = _verdict(trajectory, ref, self.options)
+        if reward is None or trajectory.transcript is None or not trajectory.transcript.ids:
+            return None
+        return trajectory, client.versions, reward
+
+
+def _areal_gconfig(gconfig: Any) -> Any:
+    """AReaL's GenerationHyperparameters from the yaml's gconfig (a dataclass or a mapping)."""
+    from areal.api.cli_args import GenerationHyperparameters
+
+    if gconfig is None or isinstance(gconfig, GenerationHyperparameters):
+        return gconfig
+    known = GenerationHyperparameters.__dataclass_fields__
+    return GenerationHyperparameters(**{k: v for k, v in _plain(gconfig).items() if k in known})
+
+
+class Tau2Agent:
+    """Proxy (agent) mode: ``async run(data, **extra_kwargs) -> float`` for AReaL's OpenAI-proxy
+    workflows, inline or in a subprocess (picklable; reads ``OPENAI_BASE_URL`` and
+    ``OPENAI_API_KEY`` when ``base_url``/``api_key`` are not passed). Text level: the proxy
+    tokenizes, so use `Tau2Workflow` for token-exact training.
+
+    ``run`` never raises. A kept episode returns its training reward as a float. An episode the
+    removal policy drops returns ``None``: AReaL 1.0.4's proxy workflow then rejects the sample
+    (its "Invalid reward type" check), the only rejection its agent mode has, so no
+    infrastructure failure trains as a 0.0. Constructor arguments are those of AReaL's
+    ``Tau2AgentWorkflow`` (``econfig``, ``gen_args``, ``timeout``)."""
+
+    def __init__(
+        self,
+        econfig: Mapping[str, Any] | Any = None,
+        gen_args: Mapping[str, Any] | None = None,
+        timeout: float | None = 600.0,
+    ) -> None:
+        gen = dict(gen_args or {})
+        if "max_completion_tokens" in gen:
+            gen["max_new_tokens"] = gen.pop("max_completion_tokens")
+        settings = {"timeout": timeout, "model": "default", **_plain(econfig)}
+        self.config, self.options = config_from_econfig(
+            settings, gconfig=gen, policy="openai:areal-proxy", token_level=False
+        )
+
+    async def run(self, data: dict[str, Any], **extra_kwargs: Any) -> float | None:
+        from tau_adapters.chat_policy import OpenAIChatPolicy
+        from tau_adapters.engines import OpenAIChatClient
+        from tau_adapters.http_client import RetryPolicy
+
+        try:
+            base_url = extra_kwargs.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+            api_key = extra_kwargs.get("api_key") or os.environ.get("OPENAI_API_KEY")
+            if not base_url:
+                raise ConfigError("no proxy address: AReaL passes base_url or OPENAI_BASE_URL")
+            ref = task_ref_from_row(data, self.config)
+            config = self.config.model_copy(update={"domain": ref.domain, "split": ref.split})
+            retry = RetryPolicy(
+                attempts=config.request_attempts, timeout_s=config.request_timeout_s
+            )
+            client = OpenAIChatClient(base_url, api_key=api_key, retry=retry)
+            policy = OpenAIChatPolicy(base_url, config, client=client)
+            task = await asyncio.to_thread(ref.load)
+            trial = int(data.get("trial", 0))
+            trajectory = await rollout_within(
+                task, config, policy, trial=trial, split=ref.split, timeout_s=self.options.timeout_s
+            )
+            return _verdict(trajectory, ref, self.options)
+        except Exception as exc:  # a bad row or a broken setup: reject, never raise into AReaL
+            log.error("tau2 agent episode could not run: %r", exc)
+            return None
