@@ -135,7 +135,9 @@ def host_config(
     config = EpisodeConfig.from_env(environ, **values, **extra) if extra else base
     from tau_adapters.startup import check_names
 
-    check_names(config)  # a misspelt reward/parser/user name fails at start-up, not per episode
+    # A misspelt reward/parser/user name fails at start-up, not in every episode; the policy is
+    # the host's own engine client, not a name to look up.
+    check_names(config, check_policy=False)
     return config
 
 

@@ -68,13 +68,15 @@ def _check(kind: str, name: str, valid: Iterable[str], setting: str) -> None:
         raise ConfigError(f"{error} (setting: {setting})")
 
 
-def check_names(config: EpisodeConfig) -> None:
-    """Policy, user simulator, tool-call parser and reward shaper names exist."""
+def check_names(config: EpisodeConfig, *, check_policy: bool = True) -> None:
+    """Policy, user simulator, tool-call parser and reward shaper names exist (the policy only
+    where it is looked up by name: a host that brings its own engine client skips it)."""
     from tau_adapters import plugins
     from tau_adapters.parsers import _factories as parser_factories
 
     split = plugins.split_spec
-    _check("policy", split(config.policy)[0], plugins.policy_names(), "--policy")
+    if check_policy:
+        _check("policy", split(config.policy)[0], plugins.policy_names(), "--policy")
     _check("user simulator", split(config.user)[0], plugins.user_names(), "--user")
     _check("tool-call parser", split(config.parser)[0], parser_factories(), "--parser")
     shapers = plugins._collect("register_reward_shapers")
