@@ -23,6 +23,7 @@ from tau_adapters.gc_hygiene import freeze_long_lived
 from tau_adapters.http_client import RetryPolicy
 from tau_adapters.policies import MalformedTurn, assistant_message_from
 from tau_adapters.scheduling import run_cpu
+from tau_adapters.template_probe import probe_template
 from tau_adapters.transcript import Transcript
 
 
@@ -46,6 +47,9 @@ def load_template(
         tokenizer.chat_template = path.read_text(encoding="utf-8")
         name = f"{tokenizer_spec} with {path.name}"
     template = ChatTemplate(tokenizer, template_kwargs=json.loads(template_kwargs_json), name=name)
+    # Prove that deltas equal a full render for this template before any episode runs; a
+    # template that no delta strategy makes exact is refused here with its name and the reason.
+    probe_template(template)
     freeze_long_lived()  # transformers and the tokenizer: keep them out of every GC pass
     return template
 
