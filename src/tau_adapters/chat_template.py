@@ -46,6 +46,14 @@ def _text_arguments(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "tool_calls": converted}
 
 
+def _marked_call(call: dict[str, Any]) -> dict[str, Any]:
+    """The call with the turn marker as its arguments (the name and id are kept: templates
+    render tool results with them)."""
+    function = dict(call.get("function") or {})
+    function["arguments"] = {"marker": TURN_MARKER}
+    return {**call, "function": function}
+
+
 def standin_call(call_id: str = "call00001", name: str = "lookup") -> dict[str, Any]:
     """A stand-in tool call (a 9-character id: Mistral templates insist on it)."""
     return {
@@ -214,19 +222,33 @@ class ChatTemplate:
         raise error
 
     def _after_standin_turn(self, text: str) -> str:
-        marker = text.find(TURN_MARKER)
+        # The stand-in's content and its tool calls' arguments carry the marker; whatever the
+        # template renders last of the turn, the turn closes at the first end-of-turn token after
+        # the last marker (harmony closes a call with <|call|>, DeepSeek-R1 drops the content of
+        # a second tool-call turn but renders its arguments).
+        marker = text.rfind(TURN_MARKER)
         if marker < 0:
             raise TemplateError(
                 f"chat template of {self.name!r} dropped the content of an assistant turn; "
                 "it cannot be extended turn by turn without re-rendering"
             )
-        close = text.find(self.eot_text, marker + len(TURN_MARKER))
-        if close < 0:
+        after = marker + len(TURN_MARKER)
+        closes = [
+            (at, len(token))
+            for token in self._end_texts()
+            if (at := text.find(token, after)) >= 0
+        ]
+        if not closes:
             raise TemplateError(
                 f"chat template of {self.name!r} did not close an assistant turn with "
                 f"{self.eot_text!r} when more messages followed; it cannot be extended turn by turn"
             )
-        return text[close + len(self.eot_text) :]
+        at, length = min(closes)
+        return text[at + length :]
+
+    def _end_texts(self) -> list[str]:
+        ends = getattr(self, "end_ids", None) or frozenset({self.eot_id})
+        return [self.decode([token_id]) for token_id in sorted(ends)]
 
     def _delta_depends_on_tools(self, tools: Sequence[dict[str, Any]]) -> bool:
         """Whether this template renders anything after an assistant turn differently when tools
@@ -262,7 +284,7 @@ class ChatTemplate:
         """The text after the stand-in assistant turn's end-of-turn token."""
         standin: dict[str, Any] = {"role": "assistant", "content": TURN_MARKER}
         if calls:
-            standin["tool_calls"] = list(calls)
+            standin["tool_calls"] = [_marked_call(call) for call in calls]
         conversation = [
             {"role": "system", "content": _STANDIN_SYSTEM},
             {"role": "user", "content": _STANDIN_USER},
@@ -338,24 +360,25 @@ class ChatTemplate:
         block, DeepSeek-R1's ``<think>``, R1's tool-outputs-end before a second tool call)."""
         if last_role not in self._rewritten_tails:
             tails: list[list[int]] = []
-            try:
-                context = self._context_ending_with(last_role)
-                prompt = self.render(context, add_generation_prompt=True)
-            except Exception:
-                prompt = None
-            for follow in _standin_followers():
-                if prompt is None:
-                    break
+            # Templates with flags render the same prompt differently once a tool round has
+            # happened (DeepSeek-R1 drops <｜Assistant｜> before every tool call but the first).
+            for prior in (False, True):
                 try:
-                    history = self.render([*context, *follow])
+                    context = self._context_ending_with(last_role, prior)
+                    prompt = self.render(context, add_generation_prompt=True)
                 except Exception:
                     continue
-                tail = prompt[self.aligned_prefix(prompt, history) :]
-                if tail and TURN_MARKER not in tail:
-                    ids = self.encode(tail)
-                    if ids and ids not in tails and self.decode(ids) == tail:
-                        tails.append(ids)
-            self._rewritten_tails[last_role] = sorted(tails, key=len, reverse=True)
+                for follow in _standin_followers():
+                    try:
+                        history = self.render([*context, *follow])
+                    except Exception:
+                        continue
+                    tail = prompt[self.aligned_prefix(prompt, history) :]
+                    if tail and TURN_MARKER not in tail:
+                        ids = self.encode(tail)
+                        if ids and ids not in tails and self.decode(ids) == tail:
+                            tails.append(ids)
+            self._rewritten_tails[last_role] = sorted(tails, key=len)
         return self._rewritten_tails[last_role]
 
     def aligned_prefix(self, prompt: str, other: str) -> int:
@@ -370,11 +393,16 @@ class ChatTemplate:
             k -= 1
         return len(self.decode(ids[:k]))
 
-    def _context_ending_with(self, last_role: str | None) -> list[dict[str, Any]]:
+    def _context_ending_with(
+        self, last_role: str | None, prior_tool_round: bool = False
+    ) -> list[dict[str, Any]]:
         context: list[dict[str, Any]] = [
             {"role": "system", "content": _STANDIN_SYSTEM},
             {"role": "user", "content": _STANDIN_USER},
         ]
+        if prior_tool_round:
+            context += [*_standin_tool_round(None), {"role": "assistant", "content": "A"}]
+            context.append({"role": "user", "content": _STANDIN_USER})
         if last_role == "tool":
             context.extend(_standin_tool_round(None))
         elif last_role == "assistant":
@@ -383,26 +411,32 @@ class ChatTemplate:
 
     # -- set-up ----
     def _history_turn_ends(self) -> frozenset[int]:
-        """The first special token after assistant content when the template renders the turn
-        as history, for a plain reply and for a tool call."""
+        """How the template closes an assistant turn in history: the first special token after a
+        plain reply followed by a user message, and the last special token of a tool-call turn
+        (harmony: ``<|end|>`` and ``<|call|>``)."""
         found: set[int] = set()
-        for follow in _standin_followers():
-            conversation = [
-                {"role": "system", "content": _STANDIN_SYSTEM},
-                {"role": "user", "content": _STANDIN_USER},
-                *follow,
-            ]
-            try:
-                text = self.render(conversation)
-            except Exception:
-                continue
+        head = [
+            {"role": "system", "content": _STANDIN_SYSTEM},
+            {"role": "user", "content": _STANDIN_USER},
+        ]
+        plain, with_call = _standin_followers()
+        try:
+            text = self.render([*head, *plain])
             marker = text.find(TURN_MARKER)
-            if marker < 0:
-                continue
-            for token_id in self.encode(text[marker + len(TURN_MARKER) :]):
-                if token_id in self.special_ids:
-                    found.add(token_id)
-                    break
+            if marker >= 0:
+                for token_id in self.encode(text[marker + len(TURN_MARKER) :]):
+                    if token_id in self.special_ids:
+                        found.add(token_id)
+                        break
+        except Exception:
+            pass  # the probe reports templates that cannot render this
+        try:
+            text = self.render([*head, with_call[0]])
+            specials = [t for t in self.encode(text) if t in self.special_ids]
+            if specials:
+                found.add(specials[-1])
+        except Exception:
+            pass
         return frozenset(found)
 
     def _history_only_ends(self) -> frozenset[int]:

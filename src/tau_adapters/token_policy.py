@@ -165,7 +165,9 @@ class SGLangPolicy:
                 "role": "system",
                 "content": system_text(self.context, self.parser, self.template),
             }
-            transcript.start([system, *to_chat(observation)])
+            # Templates that need the user to speak first get tau2's greeting in the system
+            # message (`ChatTemplate.opening_messages`).
+            transcript.start(self.template.opening_messages([system, *to_chat(observation)]))
             self._check_budget(0)
         else:
             messages = to_chat(observation)

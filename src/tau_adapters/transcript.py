@@ -265,44 +265,29 @@ class _SpanComparison:
                         f"the stretch before a model turn does not end with the generation "
                         f"prompt {ending!r}",
                     )
-            tail: list[int] = []
+            tails: list[list[int]] = [[]]
             if index + 1 < len(regions):
-                for candidate in self.template.rewritten_tail_ids(role):
-                    if len(candidate) < b - a and kept[b - len(candidate) : b] == candidate:
-                        tail = candidate
-                        break
-            body_end = b - len(tail)
-            exact_end = body_end
-            if index + 1 < len(regions):
-                special = self.template.special_ids
-                while exact_end > a and kept[exact_end - 1] not in special:
-                    exact_end -= 1
-                if exact_end == a:
-                    exact_end = body_end
-            body = kept[a:exact_end]
-            soft = kept[exact_end:body_end]
-            if pending is None:
-                if rendered[p : p + len(body)] != body:
-                    return self._mismatch(a, p, body)
-                p += len(body)
+                tails += [
+                    c
+                    for c in self.template.rewritten_tail_ids(role)
+                    if len(c) < b - a and kept[b - len(c) : b] == c
+                ]
+            failure: TokenCheck | None = None
+            for tail in tails:
+                matched = self._match_fixed(a, b - len(tail), p, pending, index + 1 < len(regions))
+                if isinstance(matched, TokenCheck):
+                    failure = failure or matched
+                    continue
+                model_at, p, exact_end = matched
+                break
             else:
-                candidates = _find(rendered, body, p) if body else [p]
-                closed = [q for q in candidates if q > p and rendered[q - 1] in self._ends()]
-                if not closed:
-                    if candidates:
-                        return self._drift(
-                            a,
-                            candidates[0],
-                            "the render writes tokens between a model turn's end and the next "
-                            "stretch that the kept ids lack, or the turn is not closed",
-                        )
-                    return self._drift(
-                        a, None, "a stretch written after a model turn is missing from the render"
-                    )
-                q = closed[0]
-                self._model_turn(pending, p, q)
-                pending = None
-                p = q + len(body)
+                assert failure is not None
+                return failure
+            if pending is not None:
+                self._model_turn(pending, *model_at)
+            body_end = b - len(tail)
+            soft = kept[exact_end:body_end]
+            pending = None
             if index + 1 == len(regions):
                 if rendered[p : p + len(soft)] != soft:
                     return self._mismatch(exact_end, p, soft)
@@ -345,6 +330,46 @@ class _SpanComparison:
             history_rewrites=self.rewrites,
             detail=detail,
         )
+
+    def _match_fixed(
+        self,
+        a: int,
+        body_end: int,
+        p: int,
+        pending: tuple[list[int], int] | None,
+        before_model: bool,
+    ) -> tuple[tuple[int, int], int, int] | TokenCheck:
+        """Find kept[a:body_end] in the render at `p` (right after a model turn: at the first
+        place after `p` that follows an end-of-turn token). Only the part up to the last special
+        token must match token for token when a model turn follows: the plain text after it may
+        be merged with the sampled text when the whole is encoded again (the text itself is
+        checked against the generation prompt). Returns the model turn's place in the render,
+        the new position and where the exactly matched part ends, or the drift."""
+        kept, rendered = self.kept, self.rendered
+        exact_end = body_end
+        if before_model:
+            special = self.template.special_ids
+            while exact_end > a and kept[exact_end - 1] not in special:
+                exact_end -= 1
+            if exact_end == a:
+                exact_end = body_end
+        body = kept[a:exact_end]
+        if pending is None:
+            if rendered[p : p + len(body)] != body:
+                return self._mismatch(a, p, body)
+            return (p, p), p + len(body), exact_end
+        candidates = _find(rendered, body, p) if body else [p]
+        closed = [q for q in candidates if q > p and rendered[q - 1] in self._ends()]
+        if closed:
+            return (p, closed[0]), closed[0] + len(body), exact_end
+        if candidates:
+            return self._drift(
+                a,
+                candidates[0],
+                "the render writes tokens between a model turn's end and the next stretch that "
+                "the kept ids lack, or the turn is not closed",
+            )
+        return self._drift(a, None, "a stretch written after a model turn is missing from the render")
 
     def _ends(self) -> frozenset[int]:
         return self.template.end_ids
