@@ -234,9 +234,7 @@ class ChatTemplate:
             )
         after = marker + len(TURN_MARKER)
         closes = [
-            (at, len(token))
-            for token in self._end_texts()
-            if (at := text.find(token, after)) >= 0
+            (at, len(token)) for token in self._end_texts() if (at := text.find(token, after)) >= 0
         ]
         if not closes:
             raise TemplateError(
@@ -440,16 +438,13 @@ class ChatTemplate:
         return frozenset(found)
 
     def _history_only_ends(self) -> frozenset[int]:
-        """End tokens that the model must not stop on: harmony's ``<|end|>`` closes an analysis
-        message and the model goes on with the final one."""
-        ends: set[int] = set()
-        for text in ("<|end|>",):
-            if text != self.eot_text and text in self.tokenizer.get_vocab():
-                token_id = self.tokenizer.convert_tokens_to_ids(text)
-                if token_id in self.special_ids and text in (self.tokenizer.chat_template or ""):
-                    if "<|channel|>" in (self.tokenizer.chat_template or ""):
-                        ends.add(token_id)
-        return frozenset(ends)
+        """End tokens the model must not stop on: harmony's ``<|end|>`` closes an analysis
+        message, and the model goes on with the final one in the same turn."""
+        template = self.tokenizer.chat_template or ""
+        if "<|channel|>" not in template or self.eot_text == "<|end|>":
+            return frozenset()
+        token_id = self.tokenizer.convert_tokens_to_ids("<|end|>")
+        return frozenset({token_id}) if token_id in self.special_ids else frozenset()
 
     def _needs_text_arguments(self) -> bool:
         conversation = [

@@ -304,7 +304,6 @@ class _SpanComparison:
             pending = (soft, exact_end)
         if pending is not None:
             rest = rendered[p:]
-            turn, start = pending
             cut = len(rest)
             while cut and rest[cut - 1] not in self._ends():
                 cut -= 1
@@ -369,7 +368,9 @@ class _SpanComparison:
                 "the render writes tokens between a model turn's end and the next stretch that "
                 "the kept ids lack, or the turn is not closed",
             )
-        return self._drift(a, None, "a stretch written after a model turn is missing from the render")
+        return self._drift(
+            a, None, "a stretch written after a model turn is missing from the render"
+        )
 
     def _ends(self) -> frozenset[int]:
         return self.template.end_ids
@@ -380,7 +381,7 @@ class _SpanComparison:
             if self.template.decode(ids) == self.template.decode(self.rendered[r1:r2]):
                 return  # the same text tokenized differently (sampled non-canonically)
             self.model_diffs += 1
-            pairs = zip(ids, self.rendered[r1:r2])
+            pairs = zip(ids, self.rendered[r1:r2], strict=False)
             offset = next((i for i, (x, y) in enumerate(pairs) if x != y), len(ids))
             self._note(start + offset)
 
@@ -390,17 +391,16 @@ class _SpanComparison:
             (i for i, x in enumerate(body) if p + i >= len(rendered) or rendered[p + i] != x),
             len(body),
         )
-        return self._drift(a + offset, p + offset, "kept ids and the render differ outside "
-                           "model turns")
+        return self._drift(
+            a + offset, p + offset, "kept ids and the render differ outside model turns"
+        )
 
     def _drift(self, at: int, r_at: int | None, why: str) -> TokenCheck:
         decode = self.template.decode
         kept = self.kept
         parts = [f"drift at kept[{at}]: {why}", f"kept {decode(kept[max(0, at - 8) : at + 8])!r}"]
         if r_at is not None:
-            parts.append(
-                f"rendered {decode(self.rendered[max(0, r_at - 8) : r_at + 8])!r}"
-            )
+            parts.append(f"rendered {decode(self.rendered[max(0, r_at - 8) : r_at + 8])!r}")
         others = []
         if self.model_diffs:
             others.append(f"{self.model_diffs} earlier model-turn difference(s) (expected)")
