@@ -252,6 +252,8 @@ class _SpanComparison:
         pending: tuple[list[int], int] | None = None
         for index, (kind, a, b, role) in enumerate(regions):
             if kind == "model":
+                if kept[b - 1] not in self._ends():
+                    return self._drift(b, None, "a model turn does not end with an end-of-turn")
                 carried, start = pending if pending is not None else ([], a)
                 pending = ([*carried, *kept[a:b]], start)
                 continue
@@ -272,35 +274,41 @@ class _SpanComparison:
                     for c in self.template.rewritten_tail_ids(role)
                     if len(c) < b - a and kept[b - len(c) : b] == c
                 ]
+            best: tuple[int, tuple[int, int], int, int, list[int]] | None = None
             failure: TokenCheck | None = None
             for tail in tails:
-                matched = self._match_fixed(a, b - len(tail), p, pending, index + 1 < len(regions))
+                matched = self._match_fixed(a, b - len(tail), p, pending)
                 if isinstance(matched, TokenCheck):
                     failure = failure or matched
                     continue
-                model_at, p, exact_end = matched
-                break
-            else:
+                model_at, after, exact_end = matched
+                soft = kept[exact_end : b - len(tail)]
+                if rendered[after : after + len(soft) + len(tail)] == [*soft, *tail]:
+                    score = 0  # the render has it all: nothing rewritten
+                elif self._text_continues(after, soft):
+                    score = 1  # the same text, merged with what follows; or the tail rewritten
+                else:
+                    failure = failure or self._mismatch(exact_end, after, soft)
+                    continue
+                if best is None or score < best[0]:
+                    best = (score, model_at, after, exact_end, tail)
+            if best is None:
                 assert failure is not None
                 return failure
+            score, model_at, p, exact_end, tail = best
             if pending is not None:
                 self._model_turn(pending, *model_at)
             body_end = b - len(tail)
             soft = kept[exact_end:body_end]
             pending = None
-            if index + 1 == len(regions):
-                if rendered[p : p + len(soft)] != soft:
-                    return self._mismatch(exact_end, p, soft)
-                p += len(soft)
+            if score == 0:
+                p += len(soft) + len(tail)
                 continue
             if tail:
-                whole = [*soft, *tail]
-                if rendered[p : p + len(whole)] == whole:
-                    p += len(whole)
-                    soft = []
-                else:
-                    self.rewrites += 1
-                    self._note(body_end)
+                self.rewrites += 1
+                self._note(body_end)
+            if index + 1 == len(regions):
+                return self._mismatch(exact_end, p, soft)
             pending = (soft, exact_end)
         if pending is not None:
             rest = rendered[p:]
@@ -336,22 +344,18 @@ class _SpanComparison:
         body_end: int,
         p: int,
         pending: tuple[list[int], int] | None,
-        before_model: bool,
     ) -> tuple[tuple[int, int], int, int] | TokenCheck:
         """Find kept[a:body_end] in the render at `p` (right after a model turn: at the first
-        place after `p` that follows an end-of-turn token). Only the part up to the last special
-        token must match token for token when a model turn follows: the plain text after it may
-        be merged with the sampled text when the whole is encoded again (the text itself is
-        checked against the generation prompt). Returns the model turn's place in the render,
-        the new position and where the exactly matched part ends, or the drift."""
+        place after `p` that follows an end-of-turn token). The plain-text tokens after the last
+        special token need not match token for token: a tokenizer may merge them with the text
+        that follows when the whole is encoded again (the caller compares their text). Returns
+        the model turn's place in the render, the new position and where the exactly matched
+        part ends, or the drift."""
         kept, rendered = self.kept, self.rendered
         exact_end = body_end
-        if before_model:
-            special = self.template.special_ids
-            while exact_end > a and kept[exact_end - 1] not in special:
-                exact_end -= 1
-            if exact_end == a:
-                exact_end = body_end
+        special = self.template.special_ids
+        while exact_end > a + 1 and kept[exact_end - 1] not in special:
+            exact_end -= 1
         body = kept[a:exact_end]
         if pending is None:
             if rendered[p : p + len(body)] != body:
@@ -371,6 +375,14 @@ class _SpanComparison:
         return self._drift(
             a, None, "a stretch written after a model turn is missing from the render"
         )
+
+    def _text_continues(self, at: int, soft: list[int]) -> bool:
+        """Whether the render's text at `at` starts with the text of `soft`."""
+        if not soft:
+            return True
+        text = self.template.decode(soft)
+        window = self.template.decode(self.rendered[at : at + len(soft) + 2])
+        return window.startswith(text)
 
     def _ends(self) -> frozenset[int]:
         return self.template.end_ids
