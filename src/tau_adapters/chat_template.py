@@ -113,6 +113,9 @@ class ChatTemplate:
                 "tokenizer_config.json (or chat_template.jinja) defines one"
             )
         self.supports_tools = template_mentions_tools(template)
+        #: Harmony (gpt-oss) templates refuse channel markup in an assistant's content: turns
+        #: must be given to them as thinking / content / tool_calls (`Transcript.record_turn`).
+        self.structured_history = "<|channel|>" in template
         self.template_kwargs = dict(template_kwargs or {})
         self.special_ids = self._special_ids()
         self._prefix_cache: dict[str, list[int]] = {}

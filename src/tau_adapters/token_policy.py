@@ -67,6 +67,19 @@ def template_for(config: EpisodeConfig) -> ChatTemplate:
     )
 
 
+def structured_turn(parsed: Any, calls: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A parsed turn as the fields harmony-style templates render (reasoning as ``thinking``;
+    such templates refuse content and thinking together on a tool-call turn)."""
+    turn: dict[str, Any] = {"role": "assistant", "content": parsed.content or ""}
+    if parsed.reasoning:
+        turn["thinking"] = parsed.reasoning
+    if calls:
+        turn["tool_calls"] = calls
+        if parsed.reasoning:
+            turn["content"] = ""
+    return turn
+
+
 def system_text(context: Any, parser: Any, template: ChatTemplate | None) -> str:
     """The system prompt plus the parser's format instruction (and the tool schemas when the
     template cannot take ``tools=``)."""
@@ -139,9 +152,13 @@ class SGLangPolicy:
         text, parsed = await run_cpu(self._absorb, generation, sampling["max_new_tokens"])
         if parsed.malformed:
             self._previous_calls = None
+            if self.template.structured_history and self.transcript is not None:
+                self.transcript.record_turn(structured_turn(parsed, None))
             return MalformedTurn(text=text, error=parsed.error or "malformed tool call")
         message = assistant_message_from(parsed, text, turn=self.generations)
         self._previous_calls = openai_tool_calls(message.tool_calls) if message.tool_calls else None
+        if self.template.structured_history and self.transcript is not None:
+            self.transcript.record_turn(structured_turn(parsed, self._previous_calls))
         return message
 
     def _absorb(self, generation: Any, max_new: int) -> tuple[str, Any]:

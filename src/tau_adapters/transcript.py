@@ -105,6 +105,13 @@ class Transcript:
         self.chat_messages.append({"role": "assistant", "content": text})
         return text
 
+    def record_turn(self, message: dict[str, Any]) -> None:
+        """Replace the last model turn's chat message (its raw text) with the structured one the
+        parser read (for templates that render turns from fields, e.g. harmony's channels)."""
+        if not self.chat_messages or self.chat_messages[-1].get("role") != "assistant":
+            raise RuntimeError("record_turn follows append_model")
+        self.chat_messages[-1] = dict(message)
+
     def observation_ids(
         self,
         messages: Sequence[dict[str, Any]],
