@@ -247,7 +247,10 @@ def test_probe_conversation_exercises_every_transition() -> None:
     def kind(m):
         return "assistant-call" if m.get("tool_calls") else m["role"]
 
-    pairs = {(kind(a), kind(b)) for a, b in zip(probe_conversation()[:-1], probe_conversation()[1:], strict=True)}
+    pairs = {
+        (kind(a), kind(b))
+        for a, b in zip(probe_conversation()[:-1], probe_conversation()[1:], strict=True)
+    }
     for pair in [
         ("assistant-call", "tool"),
         ("tool", "tool"),

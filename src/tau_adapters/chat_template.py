@@ -115,13 +115,20 @@ class ChatTemplate:
         self.supports_tools = template_mentions_tools(template)
         #: Harmony (gpt-oss) templates refuse channel markup in an assistant's content: turns
         #: must be given to them as thinking / content / tool_calls (`Transcript.record_turn`).
-        self.structured_history = "<|channel|>" in template
+        self.structured_history = "<|channel|>" in template or "[TOOL_CALLS]" in template
+        #: Where tool schemas go: "template" (``tools=``), or "system" when the probe found the
+        #: template's own placement cannot be extended exactly (Mistral's list before the latest
+        #: user message); then they are written into the system prompt (`token_policy`).
+        self.tool_placement = "template" if self.supports_tools else "system"
         self.template_kwargs = dict(template_kwargs or {})
         self.special_ids = self._special_ids()
         self._prefix_cache: dict[str, list[int]] = {}
         #: Whether tool-call arguments must be given as JSON text (DeepSeek templates concatenate
         #: them into the prompt) rather than as an object.
         self.arguments_as_text = self._needs_text_arguments()
+        #: Whether tool-call ids must be 9 alphanumeric characters (Mistral templates raise
+        #: otherwise); `token_policy` then gives calls such ids.
+        self.short_call_ids = self._needs_short_call_ids()
         self.eot_id, self.eot_text = self._find_end_of_turn()
         self._deltas_need_tools: bool | None = None
         eos = getattr(tokenizer, "eos_token_id", None)
@@ -448,6 +455,25 @@ class ChatTemplate:
             return frozenset()
         token_id = self.tokenizer.convert_tokens_to_ids("<|end|>")
         return frozenset({token_id}) if token_id in self.special_ids else frozenset()
+
+    def _needs_short_call_ids(self) -> bool:
+        call = standin_call("call_1_0")
+        conversation = [
+            {"role": "system", "content": _STANDIN_SYSTEM},
+            {"role": "user", "content": _STANDIN_USER},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1_0", "content": "R"},
+        ]
+        try:
+            self.render(conversation)
+            return False
+        except Exception:
+            pass
+        try:
+            self.render(conversation[:2] + _standin_tool_round(None))
+        except Exception:
+            return False  # fails either way: the probe reports why
+        return True
 
     def _needs_text_arguments(self) -> bool:
         conversation = [

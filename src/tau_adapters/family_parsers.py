@@ -195,14 +195,18 @@ class MistralParser:
                     args = item.get("arguments", item.get("parameters", {}))
                     raw = args if isinstance(args, str) else json.dumps(args)
                     call = _call_from(item["name"], raw, label)
+                    if isinstance(call, ParsedToolCall) and isinstance(item.get("id"), str):
+                        call.id = item["id"]
                     (errors.append if isinstance(call, str) else calls.append)(call)  # type: ignore[arg-type]
                 continue
             if _MISTRAL_ARGS not in chunk:
                 errors.append(f"{label}: no [ARGS] after the tool name")
                 continue
             head, body = chunk.split(_MISTRAL_ARGS, 1)
-            name = head.split(_MISTRAL_CALL_ID, 1)[0]
+            name, _, ident = head.partition(_MISTRAL_CALL_ID)
             call = _call_from(name, body, label)
+            if isinstance(call, ParsedToolCall) and ident.strip():
+                call.id = ident.strip()
             (errors.append if isinstance(call, str) else calls.append)(call)  # type: ignore[arg-type]
         return _result(content, calls, reasoning, errors)
 

@@ -40,6 +40,8 @@ __all__ = [
 class ParsedToolCall:
     name: str
     arguments: dict[str, Any]
+    #: The call id the model wrote, for formats that carry one (Mistral's ``[CALL_ID]``).
+    id: str | None = None
 
 
 @dataclass

@@ -103,6 +103,18 @@ def probe_template(template: ChatTemplate, tools: list[dict[str, Any]] | None = 
         if reason is None:
             return strategy
         reasons.append(f"{strategy} deltas: {reason}")
+    if template.supports_tools:
+        # Mistral templates list the tools before the latest user message, so every user turn
+        # moves them; with the schemas in the system prompt instead, deltas can be exact.
+        template.supports_tools = False
+        for strategy in STRATEGIES:
+            template.delta_strategy = strategy
+            reason = _run(template, tools, parallel)
+            if reason is None:
+                template.tool_placement = "system"
+                return strategy
+            reasons.append(f"{strategy} deltas, tool schemas in the system prompt: {reason}")
+        template.supports_tools = True
     template.delta_strategy = STRATEGIES[0]
     raise TemplateError(
         f"chat template {template.name!r} cannot be extended turn by turn exactly, so it is "

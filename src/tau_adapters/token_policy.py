@@ -67,6 +67,18 @@ def template_for(config: EpisodeConfig) -> ChatTemplate:
     )
 
 
+def short_call_ids(calls: list[Any], parsed: Any, turn: int) -> list[Any]:
+    """Calls with the 9-character alphanumeric ids Mistral templates demand: the id the model
+    wrote when it is one, else one made from the turn and position (unique in the episode)."""
+    out = []
+    for index, call in enumerate(calls):
+        written = parsed.tool_calls[index].id if index < len(parsed.tool_calls) else None
+        valid = isinstance(written, str) and len(written) == 9 and written.isalnum()
+        ident = written if valid else f"{turn % 100000:05d}{index % 10000:04d}"
+        out.append(call.model_copy(update={"id": ident}))
+    return out
+
+
 def structured_turn(parsed: Any, calls: list[dict[str, Any]] | None) -> dict[str, Any]:
     """A parsed turn as the fields harmony-style templates render (reasoning as ``thinking``;
     such templates refuse content and thinking together on a tool-call turn)."""
@@ -156,6 +168,8 @@ class SGLangPolicy:
                 self.transcript.record_turn(structured_turn(parsed, None))
             return MalformedTurn(text=text, error=parsed.error or "malformed tool call")
         message = assistant_message_from(parsed, text, turn=self.generations)
+        if self.template.short_call_ids and message.tool_calls:
+            message.tool_calls = short_call_ids(message.tool_calls, parsed, self.generations)
         self._previous_calls = openai_tool_calls(message.tool_calls) if message.tool_calls else None
         if self.template.structured_history and self.transcript is not None:
             self.transcript.record_turn(structured_turn(parsed, self._previous_calls))
