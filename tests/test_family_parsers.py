@@ -84,7 +84,10 @@ def test_parser_reads_back_what_the_template_renders(family, calls) -> None:
     history = _render(text, [*opening, turn, result])
     # DeepSeek-R1's generation prompt ends with "<think>\n", which its history omits.
     common = prompt[
-        : next((i for i, (x, y) in enumerate(zip(prompt, history)) if x != y), len(prompt))
+        : next(
+            (i for i, (x, y) in enumerate(zip(prompt, history, strict=False)) if x != y),
+            len(prompt),
+        )
     ]
     if prompt != common:
         common = common[: common.rfind(">") + 1]  # back to the end of the last whole tag
