@@ -10,7 +10,6 @@ template is known to drop from history (written out by hand below).
 from __future__ import annotations
 
 import asyncio
-import difflib
 
 import pytest
 
@@ -20,7 +19,7 @@ pytest.importorskip("torch", reason="token-level tests need the testing extra (t
 pytest.importorskip("transformers", reason="token-level tests need the testing extra")
 
 from family_tokenizers import family_tokenizer, have_assets
-from tau_adapters.chat_messages import to_chat
+from independent_render import no_drift_at_every_model_turn
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.rollout import rollout
@@ -97,58 +96,6 @@ def family(request, tmp_path_factory):
     engine.stop()
 
 
-def _independent_drift(template, kept, spans, messages, tools, tails) -> list[str]:
-    """Differences between `kept` and a fresh full render that lie outside model turns."""
-    rendered = template.tokenizer.encode(
-        template.tokenizer.apply_chat_template(
-            messages,
-            tools=tools,
-            add_generation_prompt=True,
-            tokenize=False,
-            **template.template_kwargs,
-        ),
-        add_special_tokens=False,
-    )
-    model = [(s.start, s.end) for s in spans if s.kind in ("model", "close")]
-
-    def inside(i1: int, i2: int) -> bool:
-        return (
-            any(s <= i1 and i2 <= e for s, e in model)
-            if i2 > i1
-            else any(s < i1 < e for s, e in model)
-        )
-
-    def slides_inside(i1: int, i2: int) -> bool:
-        """A deletion has equivalent placements where the deleted run repeats next to it."""
-        a, b = i1, i2
-        while b < len(kept) and kept[a] == kept[b]:
-            a, b = a + 1, b + 1
-            if inside(a, b):
-                return True
-        a, b = i1, i2
-        while a > 0 and kept[a - 1] == kept[b - 1]:
-            a, b = a - 1, b - 1
-            if inside(a, b):
-                return True
-        return False
-
-    problems = []
-    opcodes = difflib.SequenceMatcher(a=kept, b=rendered, autojunk=False).get_opcodes()
-    for tag, i1, i2, j1, j2 in opcodes:
-        if tag == "equal" or inside(i1, i2) or (tag == "delete" and slides_inside(i1, i2)):
-            continue
-        text_k = template.tokenizer.decode(kept[i1:i2])
-        text_r = template.tokenizer.decode(rendered[j1:j2])
-        starts_model = any(i2 == s for s, _ in model)
-        if tag == "delete" and starts_model and text_k in tails:
-            continue  # the template drops this generation-prompt part from history
-        touches = any(s - 1 <= i1 <= e for s, e in model) or any(s <= i2 <= e for s, e in model)
-        if touches and text_k == text_r:
-            continue  # the same text tokenized differently across a model turn's edge
-        problems.append(f"{tag} kept[{i1}:{i2}]={text_k!r} rendered[{j1}:{j2}]={text_r!r}")
-    return problems
-
-
 def test_oracle_episodes_have_no_drift_outside_model_turns(family) -> None:
     name, config, template, engine, tails = family
     tasks = sorted(
@@ -167,34 +114,8 @@ def test_oracle_episodes_have_no_drift_outside_model_turns(family) -> None:
         assert trajectory.status == "completed", trajectory.error
         assert trajectory.reward == 1.0
         _assert_token_invariants(trajectory, policy, engine, template)
-        transcript = trajectory.transcript
-        # An independent reference: tau2's messages as chat dicts, with the model's own text for
-        # each of its turns (after the greeting), rendered from scratch at every model turn.
-        agent_turns = iter(policy.texts)
-        reference = [transcript.chat_messages[0]]
-        for message in to_chat(trajectory.messages):
-            if message["role"] == "assistant" and len(reference) > 1:
-                text = next(agent_turns)
-                if not template.structured_history:  # harmony turns stay as tau2 parsed them
-                    message = {"role": "assistant", "content": text}
-            reference.append(message)
-        if name.startswith("mistral"):
-            # Mistral wants the user first: tau2's greeting goes into the system message.
-            greeting = reference.pop(1)
-            assert greeting["role"] == "assistant"
-            assert reference[0]["content"].endswith(
-                "\n\nYou opened the conversation with: " + greeting["content"]
-            )
-        model_spans = [s for s in transcript.spans if s.kind == "model"]
-        assert len(model_spans) == len(policy.texts) >= 3
-        assistant_at = [i for i, m in enumerate(reference) if m["role"] == "assistant"]
-        assistant_at = assistant_at[len(assistant_at) - len(model_spans) :]
-        kept_all = transcript.ids.tolist()
-        for turn, (span, upto) in enumerate(zip(model_spans, assistant_at, strict=True)):
-            kept = kept_all[: span.start]
-            earlier = [s for s in transcript.spans if s.end <= span.start]
-            problems = _independent_drift(
-                template, kept, earlier, reference[:upto], transcript.tools, tails
-            )
-            assert not problems, (name, turn, problems[:3])
+        assert len(policy.texts) >= 3
+        no_drift_at_every_model_turn(
+            trajectory, template, tails, user_first=name.startswith("mistral")
+        )
         assert trajectory.token_check.ok, trajectory.token_check.detail
