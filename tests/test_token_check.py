@@ -264,3 +264,22 @@ def test_probe_conversation_exercises_every_transition() -> None:
     rounds = sum(1 for m in probe_conversation() if m.get("tool_calls"))
     assert rounds >= 3
     assert json.dumps(probe_conversation())  # plain data
+
+
+@requires_assets
+def test_cli_refuses_a_template_that_cannot_be_exact_with_exit_2(tmp_path, capsys) -> None:
+    pytest.importorskip("tau2", reason="the eval CLI needs tau2")
+    from tau_adapters.cli import main
+
+    folder = tmp_path / "nemo"
+    family_tokenizer("mistral-nemo").save_pretrained(folder)
+    code = main(
+        [
+            "eval", "--domain", "airline", "--num-tasks", "1",
+            "--policy", "sglang:http://127.0.0.1:9", "--tokenizer", str(folder),
+            "--output", str(tmp_path / "run"),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(folder) in err and "refused for token-level episodes" in err
