@@ -283,3 +283,17 @@ def test_cli_refuses_a_template_that_cannot_be_exact_with_exit_2(tmp_path, capsy
     assert code == 2
     err = capsys.readouterr().err
     assert str(folder) in err and "refused for token-level episodes" in err
+
+
+def test_a_full_render_that_fails_is_reported_not_raised() -> None:
+    template = _chatml()
+    transcript = _episode(template)
+    transcript.chat_messages.append({"role": "user", "content": "late"})
+    tokenizer = copy.copy(template.tokenizer)
+    tokenizer.chat_template = "{{ raise_exception('cannot render this conversation') }}"
+    transcript.template = copy.copy(template)
+    transcript.template.tokenizer = tokenizer
+    check = transcript.check()
+    assert not check.ok
+    assert "the full render failed" in check.detail
+    assert "cannot render this conversation" in check.detail

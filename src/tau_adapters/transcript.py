@@ -180,9 +180,17 @@ class Transcript:
         counted as ``history_rewrites`` and keep ``ok`` true.
         """
         ends_with_prompt = bool(self.spans) and self.spans[-1].kind in ("prompt", "observation")
-        text = self.template.render(
-            self.history_messages(), tools=self.tools, add_generation_prompt=ends_with_prompt
-        )
+        try:
+            text = self.template.render(
+                self.history_messages(), tools=self.tools, add_generation_prompt=ends_with_prompt
+            )
+        except Exception as exc:  # reported, never raised: a diagnostic must not end the episode
+            return TokenCheck(
+                ok=False,
+                identical=False,
+                detail=f"template {self.template.name!r}: the full render failed: "
+                f"{type(exc).__name__}: {exc}",
+            )
         rendered = self.template.encode(text)
         kept = self.ids.tolist()
         if rendered == kept:
