@@ -27,7 +27,9 @@ from tau_adapters.parsers import (
 from tau_adapters.plugins import hookimpl, plugin_manager
 
 HAVE_SGLANG = importlib.util.find_spec("sglang") is not None
-BUILTIN_NAMES = {"hermes", "qwen", "json", "sglang"}
+BUILTIN_NAMES = {"hermes", "qwen", "json", "sglang"} | {
+    "harmony", "gpt-oss", "mistral", "deepseek", "kimi-k2", "glm",  # family_parsers
+}  # fmt: skip
 
 
 def call(name: str, **arguments: Any) -> ParsedToolCall:

@@ -12,6 +12,7 @@ from conftest import requires_tau2
 pytest.importorskip("torch", reason="token-level tests need the testing extra (torch)")
 pytest.importorskip("transformers", reason="token-level tests need the testing extra")
 
+from independent_render import no_drift_at_every_model_turn
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.rollout import rollout
@@ -87,6 +88,8 @@ def test_oracle_through_tokens_scores_one_with_exact_bookkeeping(setup, domain) 
         assert trajectory.reward == 1.0
         assert trajectory.token_level
         _assert_token_invariants(trajectory, policy, engine, template)
+        # An independent comparison (difflib) with a fresh render at every model turn.
+        no_drift_at_every_model_turn(trajectory, template)
         # Decoding the kept ids reproduces the conversation the agent took part in.
         text = template.decode(trajectory.transcript.ids)
         position = 0

@@ -12,6 +12,7 @@ cannot be extended this way, and `ChatTemplate` says so when it is built.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,67 @@ from tau_adapters.errors import ConfigError
 TURN_MARKER = "TAU_ADAPTERS_TURN_MARKER_5b1f"
 _STANDIN_SYSTEM = "S"
 _STANDIN_USER = "U"
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _text_arguments(message: dict[str, Any]) -> dict[str, Any]:
+    """The message with tool-call arguments as JSON text (unchanged when there are none)."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    converted = []
+    for call in calls:
+        function = dict(call.get("function") or {})
+        if not isinstance(function.get("arguments"), str):
+            function["arguments"] = json.dumps(function.get("arguments") or {}, ensure_ascii=False)
+        converted.append({**call, "function": function})
+    return {**message, "tool_calls": converted}
+
+
+def _marked_call(call: dict[str, Any]) -> dict[str, Any]:
+    """The call with the turn marker as its arguments (the name and id are kept: templates
+    render tool results with them)."""
+    function = dict(call.get("function") or {})
+    function["arguments"] = {"marker": TURN_MARKER}
+    return {**call, "function": function}
+
+
+def standin_call(call_id: str = "call00001", name: str = "lookup") -> dict[str, Any]:
+    """A stand-in tool call (a 9-character id: Mistral templates insist on it)."""
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": {"key": "value"}},
+    }
+
+
+def _standin_tool_round(calls: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    call = standin_call("call00000")
+    return [
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "R"},
+    ]
+
+
+def _standin_followers() -> list[list[dict[str, Any]]]:
+    """What may follow a prompt: a plain reply, or a tool call, each then a user message."""
+    return [
+        [
+            {"role": "assistant", "content": TURN_MARKER},
+            {"role": "user", "content": _STANDIN_USER},
+        ],
+        [
+            {"role": "assistant", "content": TURN_MARKER, "tool_calls": [standin_call()]},
+            {"role": "tool", "tool_call_id": "call00001", "content": "R"},
+        ],
+    ]
 
 
 class TemplateError(ConfigError):
@@ -51,13 +113,38 @@ class ChatTemplate:
                 "tokenizer_config.json (or chat_template.jinja) defines one"
             )
         self.supports_tools = template_mentions_tools(template)
+        #: Harmony (gpt-oss) templates refuse channel markup in an assistant's content: turns
+        #: must be given to them as thinking / content / tool_calls (`Transcript.record_turn`).
+        self.structured_history = "<|channel|>" in template or "[TOOL_CALLS]" in template
+        #: Where tool schemas go: "template" (``tools=``), or "system" when the probe found the
+        #: template's own placement cannot be extended exactly (Mistral's list before the latest
+        #: user message); then they are written into the system prompt (`token_policy`).
+        self.tool_placement = "template" if self.supports_tools else "system"
         self.template_kwargs = dict(template_kwargs or {})
         self.special_ids = self._special_ids()
         self._prefix_cache: dict[str, list[int]] = {}
+        #: Whether tool-call arguments must be given as JSON text (DeepSeek templates concatenate
+        #: them into the prompt) rather than as an object.
+        self.arguments_as_text = self._needs_text_arguments()
+        #: Whether tool-call ids must be 9 alphanumeric characters (Mistral templates raise
+        #: otherwise); `token_policy` then gives calls such ids.
+        self.short_call_ids = self._needs_short_call_ids()
         self.eot_id, self.eot_text = self._find_end_of_turn()
         self._deltas_need_tools: bool | None = None
         eos = getattr(tokenizer, "eos_token_id", None)
         self.stop_ids = frozenset({self.eot_id} | ({eos} if isinstance(eos, int) else set()))
+        #: Tokens that may end a model turn in the kept ids or in a render of it as history
+        #: (harmony: ``<|return|>`` when sampled, ``<|end|>`` / ``<|call|>`` in history).
+        self.end_ids = self.stop_ids | self._history_turn_ends()
+        self.stop_ids = self.end_ids - self._history_only_ends()
+        #: How deltas are rendered: "standin" (a fixed three-message stand-in before the new
+        #: messages) or "stateful" (the stand-in also carries one earlier tool round when the real
+        #: conversation had one, for templates with flags such as DeepSeek-R1's first-tool-output
+        #: marker). `template_probe.probe_template` picks the first that is exact, or refuses.
+        self.delta_strategy = "standin"
+        self._user_first: bool | None = None
+        self._generation_prompts: dict[str | None, str] = {}
+        self._rewritten_tails: dict[str | None, list[list[int]]] = {}
 
     # -- basic operations ----------------------------------------------------------------------
     def render(
@@ -67,6 +154,8 @@ class ChatTemplate:
         tools: Sequence[dict[str, Any]] | None = None,
         add_generation_prompt: bool = False,
     ) -> str:
+        if getattr(self, "arguments_as_text", False):
+            messages = [_text_arguments(m) for m in messages]
         return self.tokenizer.apply_chat_template(
             list(messages),
             tools=list(tools) if tools and self.supports_tools else None,
@@ -114,8 +203,15 @@ class ChatTemplate:
         tools: Sequence[dict[str, Any]] | None,
         *,
         previous_tool_calls: Sequence[dict[str, Any]] | None = None,
+        earlier_tool_results: bool = False,
     ) -> list[int]:
-        """Tokens of `new_messages` after a closed assistant turn, plus the generation prompt."""
+        """Tokens of `new_messages` after a closed assistant turn, plus the generation prompt.
+
+        `earlier_tool_results`: whether the conversation had tool results before the assistant
+        turn that just closed; the "stateful" strategy mirrors that in the stand-in, so the cost
+        stays that of rendering a handful of messages however long the conversation is.
+        """
+        prior = earlier_tool_results and self.delta_strategy == "stateful"
         if tools and not self._delta_depends_on_tools(tools):
             tools = None  # converting dozens of tool schemas for every render is the main cost
         # Some templates insist that tool results follow an assistant turn with tool calls, others
@@ -127,7 +223,7 @@ class ChatTemplate:
         error: TemplateError | None = None
         for calls in attempts:
             try:
-                return self.encode(self._delta_text(new_messages, tools, calls))
+                return self.encode(self._delta_text(new_messages, tools, calls, prior))
             except TemplateError as exc:
                 error = exc
             except Exception as exc:  # the template raised (raise_exception) for this variant
@@ -136,19 +232,31 @@ class ChatTemplate:
         raise error
 
     def _after_standin_turn(self, text: str) -> str:
-        marker = text.find(TURN_MARKER)
+        # The stand-in's content and its tool calls' arguments carry the marker; whatever the
+        # template renders last of the turn, the turn closes at the first end-of-turn token after
+        # the last marker (harmony closes a call with <|call|>, DeepSeek-R1 drops the content of
+        # a second tool-call turn but renders its arguments).
+        marker = text.rfind(TURN_MARKER)
         if marker < 0:
             raise TemplateError(
                 f"chat template of {self.name!r} dropped the content of an assistant turn; "
                 "it cannot be extended turn by turn without re-rendering"
             )
-        close = text.find(self.eot_text, marker + len(TURN_MARKER))
-        if close < 0:
+        after = marker + len(TURN_MARKER)
+        closes = [
+            (at, len(token)) for token in self._end_texts() if (at := text.find(token, after)) >= 0
+        ]
+        if not closes:
             raise TemplateError(
                 f"chat template of {self.name!r} did not close an assistant turn with "
                 f"{self.eot_text!r} when more messages followed; it cannot be extended turn by turn"
             )
-        return text[close + len(self.eot_text) :]
+        at, length = min(closes)
+        return text[at + length :]
+
+    def _end_texts(self) -> list[str]:
+        ends = getattr(self, "end_ids", None) or frozenset({self.eot_id})
+        return [self.decode([token_id]) for token_id in sorted(ends)]
 
     def _delta_depends_on_tools(self, tools: Sequence[dict[str, Any]]) -> bool:
         """Whether this template renders anything after an assistant turn differently when tools
@@ -179,21 +287,212 @@ class ChatTemplate:
         new_messages: Sequence[dict[str, Any]],
         tools: Sequence[dict[str, Any]] | None,
         calls: Sequence[dict[str, Any]] | None,
+        prior_tool_round: bool = False,
     ) -> str:
         """The text after the stand-in assistant turn's end-of-turn token."""
         standin: dict[str, Any] = {"role": "assistant", "content": TURN_MARKER}
         if calls:
-            standin["tool_calls"] = list(calls)
+            standin["tool_calls"] = [_marked_call(call) for call in calls]
         conversation = [
             {"role": "system", "content": _STANDIN_SYSTEM},
             {"role": "user", "content": _STANDIN_USER},
+            *(_standin_tool_round(calls) if prior_tool_round else []),
             standin,
             *new_messages,
         ]
         text = self.render(conversation, tools=tools, add_generation_prompt=True)
         return self._after_standin_turn(text)
 
-    # -- set-up ----------------------------------------------------------------------------------
+    def opening_messages(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The opening as this template can take it.
+
+        tau2 opens with the agent's greeting, before the user speaks. Templates that demand
+        alternating roles starting with the user (Mistral's) raise on that; for them the
+        greeting moves into the system message ("You opened the conversation with: ..."), so
+        the model still knows what it said and the roles alternate as the family requires.
+        """
+        messages = [dict(m) for m in messages]
+        if self._user_first is None:
+            self._user_first = self._requires_user_first()
+        if not self._user_first:
+            return messages
+        system = [m for m in messages[:1] if m.get("role") == "system"]
+        rest = messages[len(system) :]
+        greetings: list[str] = []
+        while rest and rest[0].get("role") == "assistant" and not rest[0].get("tool_calls"):
+            greetings.append(str(rest.pop(0).get("content") or ""))
+        if not greetings:
+            return messages
+        note = "You opened the conversation with: " + " ".join(greetings)
+        if system:
+            head = dict(system[0])
+            head["content"] = f"{head.get('content') or ''}\n\n{note}"
+        else:
+            head = {"role": "system", "content": note}
+        return [head, *rest]
+
+    def _requires_user_first(self) -> bool:
+        greeting_first = [
+            {"role": "system", "content": _STANDIN_SYSTEM},
+            {"role": "assistant", "content": "G"},
+            {"role": "user", "content": _STANDIN_USER},
+        ]
+        try:
+            self.render(greeting_first, add_generation_prompt=True)
+            return False
+        except Exception:
+            try:
+                self.render([greeting_first[0], greeting_first[2]], add_generation_prompt=True)
+            except Exception:
+                return False  # it fails either way: the probe reports the template's message
+            return True
+
+    # -- what the token check needs ---------------------------------------------------------------
+    def generation_prompt(self, last_role: str | None) -> str:
+        """The text the template adds with ``add_generation_prompt`` after a message of
+        `last_role` ("" when it adds nothing there, e.g. DeepSeek-R1 after tool results)."""
+        if last_role not in self._generation_prompts:
+            try:
+                context = self._context_ending_with(last_role)
+                with_prompt = self.render(context, add_generation_prompt=True)
+                without = self.render(context, add_generation_prompt=False)
+                found = with_prompt[len(without) :] if with_prompt.startswith(without) else ""
+            except Exception:
+                found = ""  # the probe reports templates that cannot render this context
+            self._generation_prompts[last_role] = found
+        return self._generation_prompts[last_role]
+
+    def rewritten_tail_ids(self, last_role: str | None) -> list[list[int]]:
+        """Token tails of a prompt ending with a `last_role` message that the template drops
+        when it renders the next assistant turn as history (Qwen3 thinking-off's empty think
+        block, DeepSeek-R1's ``<think>``, R1's tool-outputs-end before a second tool call)."""
+        if last_role not in self._rewritten_tails:
+            tails: list[list[int]] = []
+            # Templates with flags render the same prompt differently once a tool round has
+            # happened (DeepSeek-R1 drops <｜Assistant｜> before every tool call but the first).
+            for prior in (False, True):
+                try:
+                    context = self._context_ending_with(last_role, prior)
+                    prompt = self.render(context, add_generation_prompt=True)
+                except Exception:
+                    continue
+                for follow in _standin_followers():
+                    try:
+                        history = self.render([*context, *follow])
+                    except Exception:
+                        continue
+                    tail = prompt[self.aligned_prefix(prompt, history) :]
+                    if tail and TURN_MARKER not in tail:
+                        ids = self.encode(tail)
+                        if ids and ids not in tails and self.decode(ids) == tail:
+                            tails.append(ids)
+            self._rewritten_tails[last_role] = sorted(tails, key=len)
+        return self._rewritten_tails[last_role]
+
+    def aligned_prefix(self, prompt: str, other: str) -> int:
+        """Length of the common text prefix of `prompt` and `other`, cut back to the start of
+        the prompt token in which they part (so what follows starts on a token of `prompt`)."""
+        common = _common_prefix(prompt, other)
+        if common == len(prompt):
+            return common
+        ids = self.encode(prompt)
+        k = len(ids)
+        while k and len(self.decode(ids[:k])) > common:
+            k -= 1
+        return len(self.decode(ids[:k]))
+
+    def _context_ending_with(
+        self, last_role: str | None, prior_tool_round: bool = False
+    ) -> list[dict[str, Any]]:
+        context: list[dict[str, Any]] = [
+            {"role": "system", "content": _STANDIN_SYSTEM},
+            {"role": "user", "content": _STANDIN_USER},
+        ]
+        if prior_tool_round:
+            context += [*_standin_tool_round(None), {"role": "assistant", "content": "A"}]
+            context.append({"role": "user", "content": _STANDIN_USER})
+        if last_role == "tool":
+            context.extend(_standin_tool_round(None))
+        elif last_role == "assistant":
+            context.append({"role": "assistant", "content": TURN_MARKER})
+        return context
+
+    # -- set-up ----
+    def _history_turn_ends(self) -> frozenset[int]:
+        """How the template closes an assistant turn in history: the first special token after a
+        plain reply followed by a user message, and the last special token of a tool-call turn
+        (harmony: ``<|end|>`` and ``<|call|>``)."""
+        found: set[int] = set()
+        head = [
+            {"role": "system", "content": _STANDIN_SYSTEM},
+            {"role": "user", "content": _STANDIN_USER},
+        ]
+        plain, with_call = _standin_followers()
+        try:
+            text = self.render([*head, *plain])
+            marker = text.find(TURN_MARKER)
+            if marker >= 0:
+                for token_id in self.encode(text[marker + len(TURN_MARKER) :]):
+                    if token_id in self.special_ids:
+                        found.add(token_id)
+                        break
+        except Exception:
+            pass  # the probe reports templates that cannot render this
+        try:
+            text = self.render([*head, with_call[0]])
+            specials = [t for t in self.encode(text) if t in self.special_ids]
+            if specials:
+                found.add(specials[-1])
+        except Exception:
+            pass
+        return frozenset(found)
+
+    def _history_only_ends(self) -> frozenset[int]:
+        """End tokens the model must not stop on: harmony's ``<|end|>`` closes an analysis
+        message, and the model goes on with the final one in the same turn."""
+        template = self.tokenizer.chat_template or ""
+        if "<|channel|>" not in template or self.eot_text == "<|end|>":
+            return frozenset()
+        token_id = self.tokenizer.convert_tokens_to_ids("<|end|>")
+        return frozenset({token_id}) if token_id in self.special_ids else frozenset()
+
+    def _needs_short_call_ids(self) -> bool:
+        call = standin_call("call_1_0")
+        conversation = [
+            {"role": "system", "content": _STANDIN_SYSTEM},
+            {"role": "user", "content": _STANDIN_USER},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1_0", "content": "R"},
+        ]
+        try:
+            self.render(conversation)
+            return False
+        except Exception:
+            pass
+        try:
+            self.render(conversation[:2] + _standin_tool_round(None))
+        except Exception:
+            return False  # fails either way: the probe reports why
+        return True
+
+    def _needs_text_arguments(self) -> bool:
+        conversation = [
+            {"role": "system", "content": _STANDIN_SYSTEM},
+            {"role": "user", "content": _STANDIN_USER},
+            *_standin_tool_round(None),
+        ]
+        try:
+            self.render(conversation)
+            return False
+        except Exception as as_object:
+            try:
+                self.render([_text_arguments(m) for m in conversation])
+            except Exception:
+                # Neither works: the start-up probe reports why (`template_probe`).
+                del as_object
+                return False
+            return True
+
     def _special_ids(self) -> frozenset[int]:
         ids = set(getattr(self.tokenizer, "all_special_ids", []) or [])
         decoder = getattr(self.tokenizer, "added_tokens_decoder", None) or {}

@@ -40,6 +40,8 @@ __all__ = [
 class ParsedToolCall:
     name: str
     arguments: dict[str, Any]
+    #: The call id the model wrote, for formats that carry one (Mistral's ``[CALL_ID]``).
+    id: str | None = None
 
 
 @dataclass
@@ -543,12 +545,44 @@ def _sglang(arg: str | None, tools: list[dict[str, Any]] | None) -> Parser:
     return SGLangParser(arg or "", tools)
 
 
+def _family(kind: str) -> ParserFactory:
+    """A factory for a parser in `family_parsers` (imported on use)."""
+
+    def factory(arg: str | None, tools: list[dict[str, Any]] | None) -> Parser:
+        from tau_adapters import family_parsers as family
+
+        classes: dict[str, Any] = {
+            "harmony": family.HarmonyParser,
+            "mistral": family.MistralParser,
+            "deepseek": family.DeepSeekParser,
+            "kimi-k2": family.KimiK2Parser,
+            "glm": family.GLMParser,
+        }
+        if arg and kind in ("mistral", "deepseek"):
+            try:
+                return classes[kind](arg)
+            except ValueError as exc:
+                raise ConfigError(f"parser {kind!r}: {exc}") from None
+        _no_argument(kind, arg)
+        return classes[kind]()
+
+    return factory
+
+
 #: What ``builtin_plugins.register_parsers`` returns.
 BUILTIN_PARSERS: dict[str, ParserFactory] = {
     "hermes": _hermes,
     "qwen": _qwen,
     "json": _json,
     "sglang": _sglang,
+    # Families with their own native format (`family_parsers`): ``deepseek`` / ``deepseek:v3.1``,
+    # ``mistral`` / ``mistral:json`` (the JSON-list form of older templates).
+    "harmony": _family("harmony"),
+    "gpt-oss": _family("harmony"),
+    "mistral": _family("mistral"),
+    "deepseek": _family("deepseek"),
+    "kimi-k2": _family("kimi-k2"),
+    "glm": _family("glm"),
 }
 
 

@@ -23,6 +23,7 @@ from tau_adapters.gc_hygiene import freeze_long_lived
 from tau_adapters.http_client import RetryPolicy
 from tau_adapters.policies import MalformedTurn, assistant_message_from
 from tau_adapters.scheduling import run_cpu
+from tau_adapters.template_probe import probe_template
 from tau_adapters.thunderagent import ProgramLease
 from tau_adapters.transcript import Transcript
 
@@ -47,6 +48,9 @@ def load_template(
         tokenizer.chat_template = path.read_text(encoding="utf-8")
         name = f"{tokenizer_spec} with {path.name}"
     template = ChatTemplate(tokenizer, template_kwargs=json.loads(template_kwargs_json), name=name)
+    # Prove that deltas equal a full render for this template before any episode runs; a
+    # template that no delta strategy makes exact is refused here with its name and the reason.
+    probe_template(template)
     freeze_long_lived()  # transformers and the tokenizer: keep them out of every GC pass
     return template
 
@@ -62,6 +66,31 @@ def template_for(config: EpisodeConfig) -> ChatTemplate:
         config.chat_template,
         json.dumps(config.chat_template_kwargs, sort_keys=True),
     )
+
+
+def short_call_ids(calls: list[Any], parsed: Any, turn: int) -> list[Any]:
+    """Calls with the 9-character alphanumeric ids Mistral templates demand: the id the model
+    wrote when it is one, else one made from the turn and position (unique in the episode)."""
+    out = []
+    for index, call in enumerate(calls):
+        written = parsed.tool_calls[index].id if index < len(parsed.tool_calls) else None
+        valid = isinstance(written, str) and len(written) == 9 and written.isalnum()
+        ident = written if valid else f"{turn % 100000:05d}{index % 10000:04d}"
+        out.append(call.model_copy(update={"id": ident}))
+    return out
+
+
+def structured_turn(parsed: Any, calls: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A parsed turn as the fields harmony-style templates render (reasoning as ``thinking``;
+    such templates refuse content and thinking together on a tool-call turn)."""
+    turn: dict[str, Any] = {"role": "assistant", "content": parsed.content or ""}
+    if parsed.reasoning:
+        turn["thinking"] = parsed.reasoning
+    if calls:
+        turn["tool_calls"] = calls
+        if parsed.reasoning:
+            turn["content"] = ""
+    return turn
 
 
 def system_text(context: Any, parser: Any, template: ChatTemplate | None) -> str:
@@ -141,9 +170,15 @@ class SGLangPolicy:
         text, parsed = await run_cpu(self._absorb, generation, sampling["max_new_tokens"])
         if parsed.malformed:
             self._previous_calls = None
+            if self.template.structured_history and self.transcript is not None:
+                self.transcript.record_turn(structured_turn(parsed, None))
             return MalformedTurn(text=text, error=parsed.error or "malformed tool call")
         message = assistant_message_from(parsed, text, turn=self.generations)
+        if self.template.short_call_ids and message.tool_calls:
+            message.tool_calls = short_call_ids(message.tool_calls, parsed, self.generations)
         self._previous_calls = openai_tool_calls(message.tool_calls) if message.tool_calls else None
+        if self.template.structured_history and self.transcript is not None:
+            self.transcript.record_turn(structured_turn(parsed, self._previous_calls))
         return message
 
     def _absorb(self, generation: Any, max_new: int) -> tuple[str, Any]:
@@ -169,7 +204,9 @@ class SGLangPolicy:
                 "role": "system",
                 "content": system_text(self.context, self.parser, self.template),
             }
-            transcript.start([system, *to_chat(observation)])
+            # Templates that need the user to speak first get tau2's greeting in the system
+            # message (`ChatTemplate.opening_messages`).
+            transcript.start(self.template.opening_messages([system, *to_chat(observation)]))
             self._check_budget(0)
         else:
             messages = to_chat(observation)
