@@ -188,6 +188,7 @@ def test_one_episode_is_the_same_in_every_host(engine, domain, monkeypatch) -> N
     assert sample.loss_mask == mask
     assert sample.rollout_log_probs == pytest.approx(logprobs, abs=1e-6)
     assert sample.reward == core.reward
+    assert slime_trajectory.seed == core.seed
     assert _dump(slime_trajectory.messages) == _dump(core.messages)
 
     out, areal_trajectory = _areal(server, domain)
@@ -195,6 +196,7 @@ def test_one_episode_is_the_same_in_every_host(engine, domain, monkeypatch) -> N
     assert out["loss_mask"][0].tolist() == [0] * prompt_len + mask
     assert out["logprobs"][0].tolist()[prompt_len:] == pytest.approx(logprobs, abs=1e-5)
     assert float(out["rewards"][0]) == core.reward
+    assert areal_trajectory.seed == core.seed
     assert _dump(areal_trajectory.messages) == _dump(core.messages)
 
     # SkyRL samples the model itself and hands the env text: the same model turns as text.
@@ -206,4 +208,5 @@ def test_one_episode_is_the_same_in_every_host(engine, domain, monkeypatch) -> N
     ]
     skyrl_trajectory = _skyrl(domain, texts)
     assert skyrl_trajectory.reward == core.reward
+    assert skyrl_trajectory.seed == core.seed
     assert _dump(skyrl_trajectory.messages) == _dump(core.messages)
