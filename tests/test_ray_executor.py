@@ -194,3 +194,31 @@ def test_an_episode_whose_worker_dies_twice_is_failed_with_the_reason(cluster, t
     assert [r["status"] for r in others] == ["completed", "completed"]
     # Failed episodes are infrastructure: counted beside the scores, not as zeros in them.
     assert summary["config"]["executor"]["retried"] == 1
+
+
+def test_resume_works_across_executors(cluster, tmp_path) -> None:
+    """A run started locally and resumed on Ray (and the other way) ends with every row once."""
+    from tau_adapters.cli import main
+
+    run = tmp_path / "run"
+    common = [
+        "eval",
+        "--domain",
+        "airline",
+        "--split",
+        "test",
+        "--no-progress",
+        "--output",
+        str(run),
+    ]
+    assert main([*common, "--num-tasks", "2"]) == 0
+    first = _rows(run)
+    assert main([*common, "--num-tasks", "4", "--resume", "--executor", "ray"]) == 0
+    second = _rows(run)
+    assert len(second) == 4
+    for key, row in first.items():  # finished rows are kept as they were, not run again
+        assert second[key]["duration_s"] == row["duration_s"]
+    assert main([*common, "--num-tasks", "5", "--resume"]) == 0
+    assert len(_rows(run)) == 5
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["domains"]["airline"]["tasks"] == 5
