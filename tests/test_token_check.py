@@ -276,7 +276,7 @@ def test_cli_refuses_a_template_that_cannot_be_exact_with_exit_2(tmp_path, capsy
     code = main(
         [
             "eval", "--domain", "airline", "--num-tasks", "1",
-            "--policy", "sglang:http://127.0.0.1:9", "--tokenizer", str(folder),
+            "--policy", "sglang:http://127.0.0.1:9", "--tokenizer", str(folder), "--user", "scripted",
             "--output", str(tmp_path / "run"),
         ]
     )  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -22,9 +21,10 @@ from tau_adapters.hosts import (
     training_reward,
 )
 from tau_adapters.http_client import EndpointError
+from tau_adapters.logs import get_logger
 from tau_adapters.tasks import TaskRef
 
-log = logging.getLogger("tau_adapters.areal")
+log = get_logger("tau_adapters.areal")
 
 ExportStyle = Literal["concat", "individual"]
 

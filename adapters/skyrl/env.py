@@ -15,7 +15,6 @@ the reason, and `get_metrics` carries the same flag into SkyRL's trajectory outp
 
 from __future__ import annotations
 
-import logging
 import threading
 import warnings
 from collections import Counter
@@ -28,10 +27,11 @@ from tau_adapters import background_loop
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.errors import ConfigError
 from tau_adapters.hosts import removal_reason
+from tau_adapters.logs import get_logger
 from tau_adapters.tasks import TaskRef
 from tau_adapters.text_episode import TextEpisode, turns_needed
 
-logger = logging.getLogger("tau_adapters.skyrl")
+logger = get_logger("tau_adapters.skyrl")
 
 #: Environment ids this adapter registers, and the class behind each. The tau-bench v1 backend
 #: adds ``"tau_bench"`` here (same class: the domain name picks the benchmark in the core).

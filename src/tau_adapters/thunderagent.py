@@ -22,14 +22,14 @@ Both serve ``GET /programs`` (the live programs), ``POST /programs/release {"pro
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tau_adapters.errors import ConfigError
 from tau_adapters.http_client import EndpointError, RetryPolicy, get_json, post_json
+from tau_adapters.logs import get_logger
 
-log = logging.getLogger("tau_adapters.thunderagent")
+log = get_logger("tau_adapters.thunderagent")
 
 Protocol = Literal["sglang", "openai"]
 
