@@ -19,6 +19,12 @@ OTHER_ENV_VARS: dict[str, str] = {
     "TAU_ADAPTERS_CPU_THREADS": "threads for per-turn CPU work (positive integer, default 4)",
     "TAU_ADAPTERS_TEST_ASSETS": "tests: folder of real tokenizer/template assets",
     "TAU_ADAPTERS_SHARED": "CI: folder of shared wheels and assets",
+    "TAU_ADAPTERS_TAU1_PARITY": "tests: 'full' checks v1 scoring parity on every task",
+    "TAU_ADAPTERS_THUNDERAGENT_MAIN_PYTHON": "tests: a Python with ThunderAgent main installed",
+    "TAU_ADAPTERS_THUNDERAGENT_TOOL_IMPROVE_PYTHON": (
+        "tests: a Python with ThunderAgent tool_improve installed"
+    ),
+    "TAU_ADAPTERS_REQUIRE_THUNDERAGENT": "CI: router builds whose tests must run, not skip",
 }
 
 
