@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--export-style", choices=["concat", "individual"], default="concat")
     parser.add_argument("--engine-latency-ms", type=float, default=0.0)
     opts = parser.parse_args()
+    # AReaL's loggers write to stdout; keep stdout for the one JSON line.
+    result_stream, sys.stdout = sys.stdout, sys.stderr
 
     from areal.api.cli_args import InferenceEngineConfig
     from areal.engine.sglang_remote import RemoteSGLangEngine
@@ -125,7 +127,7 @@ def main() -> None:
             engine.destroy()
         child.terminate()
         child.wait(timeout=10)
-    print(json.dumps(result) if opts.json else json.dumps(result, indent=2))
+    print(json.dumps(result) if opts.json else json.dumps(result, indent=2), file=result_stream)
 
 
 if __name__ == "__main__":
