@@ -4,8 +4,10 @@ accounted for, memory stays flat, nothing leaks.
     python benchmarks/soak.py --json                 # 10,000 episodes
     python benchmarks/soak.py --episodes 500 --json  # a quick look
 
-A child process serves the loopback engine (SGLang ``/generate`` for the policy, OpenAI chat for the
-LLM user simulator) and injects faults into 20% of requests, seeded: timeouts (the answer comes after
+A child process serves the loopback engine (SGLang ``/generate`` for the policy: an instant canned
+policy, two tool calls then a goodbye, or with ``--tiny-model`` the tiny model, which one CPU
+process cannot serve to 64 episodes within the deadline; OpenAI chat for the LLM user simulator)
+and injects faults into 20% of requests, seeded: timeouts (the answer comes after
 the client's deadline), HTTP 5xx, connections reset mid-body and garbage bodies. Episodes alternate
 between the oracle policy with the LLM user (user-endpoint faults) and the tiny-model policy with the
 LLM user (both endpoints' faults), over airline and retail test tasks, 64 at once, through the
@@ -56,7 +58,34 @@ def open_sockets() -> int:
 
 
 # -- the server (child process) ---------------------------------------------------------------
-def serve(rate: float, timeout_s: float, seed: int) -> None:
+def _canned() -> Any:
+    """An instant policy for the engine: two tool calls, then a goodbye (as bench_slime's)."""
+    from tau_adapters.parsers import HermesParser
+    from tau_adapters.token_policy import load_template
+
+    template = load_template("local:chatml")
+    call = [
+        *template.encode(
+            HermesParser().render_call("get_user_details", {"user_id": "mia_li_3668"})
+        ),
+        template.eot_id,
+    ]
+    goodbye = [*template.encode("Thanks, that is all. Goodbye! ###STOP###"), template.eot_id]
+    marker = template.encode("<|im_start|>assistant")
+
+    def canned(input_ids: list[int], body: dict[str, Any]) -> list[int]:
+        head = marker[0]
+        turns = sum(
+            1
+            for i, tok in enumerate(input_ids)
+            if tok == head and input_ids[i : i + len(marker)] == marker
+        )
+        return call if turns <= 3 else goodbye
+
+    return canned
+
+
+def serve(rate: float, timeout_s: float, seed: int, tiny: bool = False) -> None:
     """Loopback engine with seeded faults; prints its URL, then a JSON count line on stdin EOF."""
     from tau_adapters.testing.server import Fault, LoopbackEngine
 
@@ -80,7 +109,7 @@ def serve(rate: float, timeout_s: float, seed: int) -> None:
         text = "###STOP###" if turns >= 2 else "Hi, I need help with my reservation."
         return {"role": "assistant", "content": text}
 
-    engine = LoopbackEngine(style="chatml", seed=seed)
+    engine = LoopbackEngine(style="chatml", seed=seed, canned=None if tiny else _canned())
     engine.fault_policy = faults
     engine.chat_responder = user
     engine.start(0)
@@ -113,7 +142,7 @@ async def soak(url: str, episodes: int, concurrency: int, timeout_s: float) -> d
                 else {
                     "policy": f"sglang:{url}",
                     "tokenizer": "local:chatml",
-                    "max_new_tokens": 24,
+                    "max_new_tokens": 128,
                     "max_steps": 12,
                 }
             ),
@@ -122,6 +151,7 @@ async def soak(url: str, episodes: int, concurrency: int, timeout_s: float) -> d
         for kind in ("oracle", "engine")
     }
     statuses: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
     seen: Counter[tuple] = Counter()
     samples: list[tuple[int, float]] = []
     semaphore = asyncio.Semaphore(concurrency)
@@ -136,6 +166,8 @@ async def soak(url: str, episodes: int, concurrency: int, timeout_s: float) -> d
             started += 1
             trajectory = await rollout(task, configs[domain, kind], trial=index)
         statuses[trajectory.status] += 1
+        if trajectory.status == "failed":
+            reasons[f"{kind}: {(trajectory.error or '')[:60]}"] += 1
         seen[(domain, task.id, trajectory.trial)] += 1
         done += 1
         if done % 500 == 0:
@@ -147,6 +179,7 @@ async def soak(url: str, episodes: int, concurrency: int, timeout_s: float) -> d
     return {
         "started": started,
         "statuses": dict(statuses),
+        "top_failure_reasons": dict(reasons.most_common(5)),
         "finished": sum(statuses.values()),
         "duplicates": sum(1 for count in seen.values() if count > 1),
         "wall_s": round(wall, 1),
@@ -160,13 +193,18 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--fault-rate", type=float, default=0.2)
-    parser.add_argument("--timeout-s", type=float, default=2.0, help="client deadline per request")
+    parser.add_argument("--timeout-s", type=float, default=5.0, help="client deadline per request")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help="the engine samples from the tiny model (slow on CPU) instead of an instant canned policy",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.fault_rate, args.timeout_s, args.seed)
+        serve(args.fault_rate, args.timeout_s, args.seed, tiny=args.tiny_model)
         return
 
     from tau_adapters.domains import get_domain
@@ -184,6 +222,7 @@ def main() -> None:
             str(args.timeout_s),
             "--seed",
             str(args.seed),
+            *(["--tiny-model"] if args.tiny_model else []),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
