@@ -23,17 +23,17 @@ without a release (a router restart), to exercise ``released: false``.
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 from collections import Counter
 from http import HTTPStatus
 from typing import Any
 
+from tau_adapters.testing.server import LoopbackServer
+
 BUILDS = ("main", "tool_improve")
 
 
-class LoopbackRouter:
+class LoopbackRouter(LoopbackServer):
     """ThunderAgent's HTTP protocol in a background thread, forwarding to `engine_url`."""
 
     def __init__(self, engine_url: str, *, build: str = "tool_improve") -> None:
@@ -46,15 +46,7 @@ class LoopbackRouter:
         self.released: Counter[str] = Counter()
         self.release_calls: Counter[str] = Counter()
         self.steps: Counter[str] = Counter()
-        self.host = "127.0.0.1"
-        self.port = 0
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def forget(self, program_id: str) -> None:
         """Drop a program as a restarted router would (its release then answers false)."""
@@ -64,41 +56,6 @@ class LoopbackRouter:
     def live(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {k: dict(v) for k, v in self.programs.items()}
-
-    # -- lifecycle -------------------------------------------------------------------------------
-    def start(self, port: int = 0) -> LoopbackRouter:
-        import uvicorn
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("loopback router did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> LoopbackRouter:
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- programs ----------------------------------------------------------------------------------
     def _program_of(self, body: dict[str, Any]) -> str:

@@ -46,7 +46,66 @@ class Fault:
 FaultPolicy = Callable[[str, dict[str, Any]], "Fault | None"]
 
 
-class LoopbackEngine:
+class LoopbackServer:
+    """A Starlette app (`app()`) served by uvicorn on a loopback port in a background thread."""
+
+    host = "127.0.0.1"
+    port = 0
+    _server: Any = None
+    _thread: threading.Thread | None = None
+
+    def app(self) -> Any:  # pragma: no cover - subclasses build their routes
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, port: int = 0) -> Any:
+        """Listen on `port` (0: any free one); a taken port fails with a message saying so."""
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                exc.errno,
+                f"cannot listen on {self.host}:{port}: {exc.strerror or exc} "
+                "(another program holds the port? pick another --port)",
+            ) from None
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app(), log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"{type(self).__name__} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Any:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LoopbackEngine(LoopbackServer):
     """SGLang-protocol server backed by a tiny model, running in a background thread."""
 
     def __init__(
@@ -72,58 +131,7 @@ class LoopbackEngine:
         self.requests: Counter[str] = Counter()
         self.program_ids: Counter[str] = Counter()
         self.routing_keys: Counter[str] = Counter()
-        self.host = "127.0.0.1"
-        self.port = 0
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
         self._template: Any = None
-
-    # -- lifecycle -------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, port: int = 0) -> LoopbackEngine:
-        import uvicorn
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(
-                exc.errno,
-                f"cannot listen on {self.host}:{port}: {exc.strerror or exc} "
-                "(another program holds the port? pick another --port)",
-            ) from None
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), log_level="warning", lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("loopback engine did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> LoopbackEngine:
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- generation --------------------------------------------------------------------------------
     def _generate(
