@@ -208,7 +208,7 @@ def measure_tau1(args: Any, result: dict[str, Any]) -> None:
 async def make_trajectories(domain: str, split: str) -> list[Any]:
     from tau_adapters.config import EpisodeConfig
     from tau_adapters.domains import get_domain
-    from tau_adapters.rollout import rollout
+    from tau_adapters.episode.rollout import rollout
 
     config = EpisodeConfig.build(domain=domain, split=split)
     tasks = get_domain(domain).tasks(split)
@@ -217,11 +217,11 @@ async def make_trajectories(domain: str, split: str) -> list[Any]:
 
 async def live_sessions(domain: str, count: int) -> list[Any]:
     """`count` live episodes, each past the opening and a few oracle actions."""
+    from tau_adapters.agents.oracle import OraclePolicy
     from tau_adapters.config import EpisodeConfig
     from tau_adapters.domains import get_domain
-    from tau_adapters.policies import OraclePolicy
-    from tau_adapters.session import Session
-    from tau_adapters.users import ScriptedUser
+    from tau_adapters.episode.session import Session
+    from tau_adapters.users.scripted import ScriptedUser
 
     backend = get_domain(domain)
     tasks = backend.tasks("base")

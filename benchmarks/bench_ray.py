@@ -4,7 +4,7 @@ figures the multi-node plan in docs/scaling.md is computed from.
     python benchmarks/bench_ray.py --json
 
 Both sides run the same oracle episodes (airline + retail test, scripted user, K trials) through
-`tau_adapters.evaluate.evaluate`, writing the same files. The local side is one process (one event
+`tau_adapters.evaluation.run.evaluate`, writing the same files. The local side is one process (one event
 loop, CPU work on its small thread pool); the Ray side is a local 2-CPU Ray cluster with
 `--workers-per-node` worker processes. Ray's start-up is measured apart and not counted in the
 episode rate. Also printed: CPU seconds per episode (process time of the local run / episodes) and
@@ -28,7 +28,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 def run_eval(output: Path, trials: int, concurrency: int, executor: Any = None) -> dict[str, Any]:
     from tau_adapters.config import EpisodeConfig
-    from tau_adapters.evaluate import evaluate
+    from tau_adapters.evaluation.run import evaluate
 
     base = EpisodeConfig.build(domain="airline")
     started = time.perf_counter()
@@ -71,7 +71,7 @@ def main() -> None:
     import ray
 
     from tau_adapters.domains import get_domain
-    from tau_adapters.ray_executor import RayExecutor
+    from tau_adapters.evaluation.ray_executor import RayExecutor
 
     for name in ("airline", "retail"):  # parse once before timing, as the Ray workers will
         get_domain(name).tasks("test")

@@ -66,9 +66,9 @@ def instant_user(body: dict[str, Any]) -> dict[str, Any]:
 def plans(episodes: int) -> list[dict[str, Any]]:
     """Per episode: the task and the same turns as text in both formats (the oracle's own tool
     calls, then a closing question the instant user answers with a stop)."""
-    from tau_adapters.parsers import make_parser
-    from tau_adapters.session import AGENT_STOP_TOKEN
-    from tau_adapters.tasks import task_refs
+    from tau_adapters.core import AGENT_STOP_TOKEN
+    from tau_adapters.episode.tasks import task_refs
+    from tau_adapters.plugins import make_parser
 
     hermes = make_parser("hermes")
     refs = [ref for domain in DOMAINS for ref in task_refs(domain, "test")]

@@ -40,10 +40,10 @@ def rss_mib() -> float:
 
 def serve(port: int, latency_s: float = 0.0) -> None:
     """Child process: the loopback engine with a canned continuation (instant by default)."""
+    from tau_adapters.agents.token_policy import load_template
     from tau_adapters.domains import get_domain
-    from tau_adapters.parsers import HermesParser
+    from tau_adapters.parsers.base import HermesParser
     from tau_adapters.testing import LoopbackEngine
-    from tau_adapters.token_policy import load_template
 
     template = load_template("local:chatml")
     users = list(get_domain("airline")._base.db.users)[:50]

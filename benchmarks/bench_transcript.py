@@ -27,8 +27,8 @@ TURNS = (5, 10, 30, 60)
 def conversation(turns: int) -> tuple[list[dict], list[dict], list[str], list[list[dict]]]:
     """System + opening messages, tools, model texts and observations for `turns` turns."""
     from tau_adapters.domains import get_domain
-    from tau_adapters.parsers import HermesParser
-    from tau_adapters.prompts import system_prompt
+    from tau_adapters.domains.tau2.prompts import system_prompt
+    from tau_adapters.parsers.base import HermesParser
 
     backend = get_domain("airline")
     env = backend.environment()
@@ -58,7 +58,7 @@ def conversation(turns: int) -> tuple[list[dict], list[dict], list[str], list[li
 
 def ours(template: Any, opening, tools, sampled, observations, turns: int) -> float:
     """CPU seconds spent on turn `turns` (append the sampled ids + the observation delta)."""
-    from tau_adapters.transcript import Transcript
+    from tau_adapters.tokens.transcript import Transcript
 
     transcript = Transcript(template, tools=tools if template.supports_tools else None)
     transcript.start(opening)
@@ -90,8 +90,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from tau_adapters.chat_template import ChatTemplate
-    from tau_adapters.tokenizer import get_tokenizer
+    from tau_adapters.tokens.chat_template import ChatTemplate
+    from tau_adapters.tokens.tokenizer import get_tokenizer
 
     assets = Path(
         os.environ.get("TAU_ADAPTERS_TEST_ASSETS")

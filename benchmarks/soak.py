@@ -60,8 +60,8 @@ def open_sockets() -> int:
 # -- the server (child process) ---------------------------------------------------------------
 def _canned() -> Any:
     """An instant policy for the engine: two tool calls, then a goodbye (as bench_slime's)."""
-    from tau_adapters.parsers import HermesParser
-    from tau_adapters.token_policy import load_template
+    from tau_adapters.agents.token_policy import load_template
+    from tau_adapters.parsers.base import HermesParser
 
     template = load_template("local:chatml")
     call = [
@@ -122,7 +122,7 @@ def serve(rate: float, timeout_s: float, seed: int, tiny: bool = False) -> None:
 async def soak(url: str, episodes: int, concurrency: int, timeout_s: float) -> dict[str, Any]:
     from tau_adapters.config import EpisodeConfig
     from tau_adapters.domains import get_domain
-    from tau_adapters.rollout import rollout
+    from tau_adapters.episode.rollout import rollout
 
     tasks = [(d, t) for d in ("airline", "retail") for t in get_domain(d).tasks("test")]
     common = {

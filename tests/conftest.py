@@ -28,7 +28,7 @@ def run(coro: Any) -> Any:
 def tau2_api() -> Any:
     if not HAVE_TAU2:
         pytest.skip("tau2 is not installed (pip install 'tau-adapters[tau2]')")
-    from tau_adapters.domains.tau2_api import api
+    from tau_adapters.domains.tau2.api import api
 
     return api()
 

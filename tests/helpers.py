@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from tau_adapters.agents.oracle import CLOSING_WITHOUT_INFO, OraclePolicy
 from tau_adapters.domains import get_domain
-from tau_adapters.policies import CLOSING_WITHOUT_INFO, OraclePolicy
 
 
 def is_write(domain: str, tool_name: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from tau_adapters.chat_messages import to_chat
+from tau_adapters.tokens.chat_messages import to_chat
 
 
 def independent_drift(template, kept, spans, messages, tools, tails) -> list[str]:

@@ -46,7 +46,7 @@ def slime_args(engine: Any, **changes: Any) -> Namespace:
 
 def oracle_texts(task: Any, parser: Any, *, skip_first_write: bool = False) -> list[str]:
     """The oracle's turns for `task`, written in the parser's format."""
-    from tau_adapters.policies import OraclePolicy
+    from tau_adapters.agents.oracle import OraclePolicy
 
     class _Context:
         pass
@@ -79,8 +79,8 @@ class OracleEngine:
     Samples with an odd ``sampling_seed`` skip their first write (a wrong answer)."""
 
     def __init__(self, template: Any, tasks: list[Any]) -> None:
-        from tau_adapters.parsers import HermesParser
-        from tau_adapters.users import opening_message
+        from tau_adapters.parsers.base import HermesParser
+        from tau_adapters.users.scripted import opening_message
 
         parser = HermesParser()
         self.template = template

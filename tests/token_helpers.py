@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tau_adapters.agents.oracle import OraclePolicy
+from tau_adapters.agents.token_policy import SGLangPolicy
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.policies import OraclePolicy
-from tau_adapters.token_policy import SGLangPolicy
 
 ASSETS = Path(
     os.environ.get("TAU_ADAPTERS_TEST_ASSETS")

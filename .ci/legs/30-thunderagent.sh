@@ -28,4 +28,4 @@ if [ "${#found[@]}" -eq 0 ]; then
 fi
 # A router whose venv was made here must run: its tests fail instead of skipping.
 export TAU_ADAPTERS_REQUIRE_THUNDERAGENT="$(IFS=,; echo "${found[*]}")"
-.venv/bin/python -m pytest -q -rs tests/test_thunderagent.py
+.venv/bin/python -m pytest -q -rs tests/agents/test_thunderagent.py

@@ -4,4 +4,4 @@
 set -euo pipefail
 . .venv/bin/activate
 pip install -q "ray>=2.9"
-python -m pytest -q tests/test_ray_executor.py
+python -m pytest -q tests/evaluation/test_ray_executor.py

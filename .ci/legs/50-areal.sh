@@ -13,4 +13,4 @@ if ! pip install -q --no-deps "areal==1.0.4"; then
 fi
 pip install -q -e ".[areal]"
 python -c "from areal.api.workflow_api import RolloutWorkflow; from areal.engine.sglang_remote import RemoteSGLangEngine"
-python -m pytest -q -p no:cacheprovider tests/test_areal.py tests/test_cross_host_parity.py
+python -m pytest -q -p no:cacheprovider tests/hosts/test_areal.py tests/hosts/test_cross_host_parity.py tests/hosts/test_entry_points.py

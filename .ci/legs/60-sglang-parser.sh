@@ -28,4 +28,4 @@ if ! "${pip[@]}" --no-deps "sglang==$SGLANG_VERSION" ||
 fi
 # Installed but not importable is a real failure (the tests below would only skip).
 "$work/venv/bin/python" -c "import sglang.srt.function_call.function_call_parser"
-"$work/venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_parsers.py -k sglang
+"$work/venv/bin/python" -m pytest -q -p no:cacheprovider tests/parsers/test_parsers.py -k sglang

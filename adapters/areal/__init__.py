@@ -9,7 +9,7 @@
   tau2 example (``econfig``, ``gen_args``, ``timeout``); ``run`` returns a float reward.
 
 ``econfig`` takes our `EpisodeConfig` names and those of AReaL's tau2 example
-(`config_from_econfig`). The episode itself is `tau_adapters.rollout`; this package only
+(`config_from_econfig`). The episode itself is `tau_adapters.episode.rollout`; this package only
 translates AReaL's types.
 """
 

@@ -1,4 +1,4 @@
-"""AReaL types <-> tau-adapters episodes. No episode logic here: see `tau_adapters.rollout`."""
+"""AReaL types <-> tau-adapters episodes. No episode logic here: see `tau_adapters.episode.rollout`."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Literal
 
 from areal.api.workflow_api import RolloutWorkflow
+from tau_adapters.agents.engines import Generation
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.engines import Generation
+from tau_adapters.episode.tasks import TaskRef
 from tau_adapters.errors import ConfigError
-from tau_adapters.hosts import (
+from tau_adapters.hosts.common import (
     host_config,
     normalise_groups,
     rollout_within,
     should_remove,
     training_reward,
 )
-from tau_adapters.http_client import EndpointError
-from tau_adapters.logs import get_logger
-from tau_adapters.tasks import TaskRef
+from tau_adapters.runtime.http_client import EndpointError
+from tau_adapters.runtime.logs import get_logger
 
 log = get_logger("tau_adapters.areal")
 
@@ -38,7 +38,7 @@ class ArealOptions:
     invalid_format_penalty: float = 0.0
     timeout_s: float | None = None
     #: Episodes per task run by one ``arun_episode`` and normalised together, leaving removed
-    #: ones out (`tau_adapters.hosts.normalise_groups`); with it, AReaL's gconfig.n_samples is 1.
+    #: ones out (`tau_adapters.hosts.common.normalise_groups`); with it, AReaL's gconfig.n_samples is 1.
     group_size: int = 1
     group_std: bool = True
 
@@ -268,7 +268,7 @@ def _verdict(trajectory: Any, ref: TaskRef, options: ArealOptions) -> float | No
 class Tau2Workflow(RolloutWorkflow):
     """Engine mode: one token-level tau2 episode per ``arun_episode``, every model turn a call of
     AReaL's inference engine. Returns AReaL's tensor dict, or ``None`` for an episode the removal
-    policy drops (`tau_adapters.hosts.should_remove`): infrastructure failures never train as 0.
+    policy drops (`tau_adapters.hosts.common.should_remove`): infrastructure failures never train as 0.
 
     ``on_trajectory`` (optional) receives each finished core `Trajectory` (messages, reward_info,
     transcript), e.g. to write ``trajectories.jsonl`` for ``tau-adapters report``."""
@@ -282,7 +282,7 @@ class Tau2Workflow(RolloutWorkflow):
         export_style: ExportStyle | None = None,
         on_trajectory: Callable[[Any], None] | None = None,
     ) -> None:
-        from tau_adapters.token_policy import template_for
+        from tau_adapters.agents.token_policy import template_for
 
         settings = _plain(econfig)
         if export_style is not None:
@@ -316,7 +316,7 @@ class Tau2Workflow(RolloutWorkflow):
 
     async def _episode(self, engine: Any, data: dict[str, Any], trial: int) -> Any:
         """One episode: (trajectory, per-turn weight versions, training reward), or None."""
-        from tau_adapters.token_policy import SGLangPolicy
+        from tau_adapters.agents.token_policy import SGLangPolicy
 
         ref = task_ref_from_row(data, self.config)
         config = self.config.model_copy(update={"domain": ref.domain, "split": ref.split})
@@ -371,9 +371,9 @@ class Tau2Agent:
         )
 
     async def run(self, data: dict[str, Any], **extra_kwargs: Any) -> float | None:
-        from tau_adapters.chat_policy import OpenAIChatPolicy
-        from tau_adapters.engines import OpenAIChatClient
-        from tau_adapters.http_client import RetryPolicy
+        from tau_adapters.agents.chat_policy import OpenAIChatPolicy
+        from tau_adapters.agents.engines import OpenAIChatClient
+        from tau_adapters.runtime.http_client import RetryPolicy
 
         try:
             base_url = extra_kwargs.get("base_url") or os.environ.get("OPENAI_BASE_URL")

@@ -6,7 +6,7 @@
 
 The environment (`Tau2Env`) is a real `skyrl_gym.envs.base_text_env.BaseTextEnv`: synchronous, as
 SkyRL's generator calls it from its thread pool, safe from many threads at once, and it never
-raises. Episodes run in the core (`tau_adapters.text_episode`); this package only translates
+raises. Episodes run in the core (`tau_adapters.episode.text_episode`); this package only translates
 SkyRL's types. The trainer-side pieces (`entrypoint`, `generator`) import SkyRL's trainer package
 ``skyrl`` and are loaded only when used.
 """

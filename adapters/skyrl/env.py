@@ -1,4 +1,4 @@
-"""skyrl-gym types <-> tau-adapters episodes. No episode logic here: see `tau_adapters.text_episode`.
+"""skyrl-gym types <-> tau-adapters episodes. No episode logic here: see `tau_adapters.episode.text_episode`.
 
 SkyRL's generator, per trajectory (``skyrl/train/generators/skyrl_gym_generator.py``)::
 
@@ -23,13 +23,13 @@ from typing import Any
 
 from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 
-from tau_adapters import background_loop
 from tau_adapters.config import EpisodeConfig
+from tau_adapters.episode.tasks import TaskRef
+from tau_adapters.episode.text_episode import TextEpisode, turns_needed
 from tau_adapters.errors import ConfigError
-from tau_adapters.hosts import removal_reason
-from tau_adapters.logs import get_logger
-from tau_adapters.tasks import TaskRef
-from tau_adapters.text_episode import TextEpisode, turns_needed
+from tau_adapters.hosts.common import removal_reason
+from tau_adapters.runtime import background_loop
+from tau_adapters.runtime.logs import get_logger
 
 logger = get_logger("tau_adapters.skyrl")
 
@@ -98,7 +98,7 @@ def register(ids: list[str] | tuple[str, ...] | None = None, env_config: Any = N
     from skyrl_gym.envs import registration
 
     config = config_from_env_config(env_config)
-    from tau_adapters.parsers import make_parser
+    from tau_adapters.plugins import make_parser
 
     make_parser(config.parser)
     chosen = list(ids) if ids is not None else list(ENV_CLASSES)

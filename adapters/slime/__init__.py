@@ -9,7 +9,7 @@ Also here: `reward_post_process` for ``--custom-reward-post-process-path`` (shap
 normalisation that leaves removed samples out of the statistics) and `reward_func` for
 ``--custom-rm-path`` (evaluation-only scoring of saved trajectories), and `dynamic_filter` for
 ``--dynamic-sampling-filter-path`` (groups filtered on the shaped reward that training uses). This module only translates
-slime's types; the episode is `tau_adapters.rollout`.
+slime's types; the episode is `tau_adapters.episode.rollout`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""slime types <-> tau-adapters episodes. No episode logic here: see `tau_adapters.rollout`."""
+"""slime types <-> tau-adapters episodes. No episode logic here: see `tau_adapters.episode.rollout`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tau_adapters.config import EpisodeConfig
+from tau_adapters.episode.tasks import TaskRef
 from tau_adapters.errors import ConfigError
-from tau_adapters.hosts import groups_of, host_config, normalise_groups, should_remove
-from tau_adapters.tasks import TaskRef
+from tau_adapters.hosts.common import groups_of, host_config, normalise_groups, should_remove
 
 #: slime sampling parameters passed through to the engine (the adapter owns max_new_tokens).
 PASSTHROUGH_SAMPLING = (
@@ -96,9 +96,9 @@ async def generate(
 ) -> Any:
     """slime's custom generate function: one tau2 episode per sample."""
     from slime.utils.types import Sample
-    from tau_adapters.rollout import rollout
-    from tau_adapters.thunderagent import ensure_router
-    from tau_adapters.token_policy import SGLangPolicy, template_for
+    from tau_adapters.agents.thunderagent import ensure_router
+    from tau_adapters.agents.token_policy import SGLangPolicy, template_for
+    from tau_adapters.episode.rollout import rollout
 
     config = config_from_args(args)
     custom = sampling_params.get("custom_params") or {}
@@ -266,7 +266,7 @@ def reward_post_process(args: Any, samples: Sequence[Any]) -> tuple[list[float],
     left out of their group's mean and std; the official reward stays in
     ``metadata["raw_reward"]`` and the shaped one is written to ``metadata["shaped_reward"]``.
     """
-    from tau_adapters.rewards import get_shaper
+    from tau_adapters.rewards.shapers import get_shaper
 
     shaper = get_shaper(config_from_args(args))
     shaped: list[float] = []
@@ -306,7 +306,7 @@ def reward_post_process(args: Any, samples: Sequence[Any]) -> tuple[list[float],
 
 def shaped_rewards(args: Any, samples: Sequence[Any]) -> list[float]:
     """The configured shaper's reward per sample, from what `generate` stored in metadata."""
-    from tau_adapters.rewards import get_shaper
+    from tau_adapters.rewards.shapers import get_shaper
 
     shaper = get_shaper(config_from_args(args))
     values = []
@@ -380,7 +380,7 @@ async def reward_func(args: Any, sample: Any, **kwargs: Any) -> Any:
             "tau_adapters.slime.reward_func scores samples made by tau_adapters.slime.generate, or "
             "samples whose metadata carries tau2 'messages' and a task reference"
         )
-    from tau_adapters.rescore import rescore_row
+    from tau_adapters.evaluation.rescore import rescore_row
 
     ref = task_ref_from_sample(sample)
     row = {

@@ -3,7 +3,7 @@ tau_adapters.slime.sft_tokens.generate_rollout``.
 
 slime's own SFT rollout (``slime.rollout.sft_rollout.generate_rollout``) re-renders chat messages
 with the chat template and derives the loss mask from template heuristics; that suits the ``sft``
-export. The ``sft-tokens`` export (`tau_adapters.warmup`) already holds the kept token ids and a loss
+export. The ``sft-tokens`` export (`tau_adapters.evaluation.warmup`) already holds the kept token ids and a loss
 mask that is 1 exactly on the tokens the policy sampled, so this rollout only hands them to the
 trainer. slime's dataset loader reads the rows unchanged with::
 

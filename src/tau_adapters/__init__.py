@@ -22,15 +22,18 @@ if _ADAPTERS.is_dir():
 _EXPORTS = {
     "EpisodeConfig": "tau_adapters.config",
     "ConfigError": "tau_adapters.errors",
-    "Session": "tau_adapters.session",
-    "StepResult": "tau_adapters.session",
-    "EpisodeContext": "tau_adapters.session",
-    "Trajectory": "tau_adapters.rollout",
-    "rollout": "tau_adapters.rollout",
-    "TaskRef": "tau_adapters.tasks",
+    "Session": "tau_adapters.episode.session",
+    "StepResult": "tau_adapters.core",
+    "EpisodeContext": "tau_adapters.core",
+    "Status": "tau_adapters.core",
+    "Policy": "tau_adapters.core",
+    "User": "tau_adapters.core",
+    "Trajectory": "tau_adapters.episode.rollout",
+    "rollout": "tau_adapters.episode.rollout",
+    "TaskRef": "tau_adapters.episode.tasks",
     "get_domain": "tau_adapters.domains",
-    "OraclePolicy": "tau_adapters.policies",
-    "ScriptedUser": "tau_adapters.users",
+    "OraclePolicy": "tau_adapters.agents.oracle",
+    "ScriptedUser": "tau_adapters.users.scripted",
     "make_policy": "tau_adapters.plugins",
     "make_user": "tau_adapters.plugins",
     "hookimpl": "tau_adapters.plugins",
@@ -39,15 +42,16 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from tau_adapters.agents.oracle import OraclePolicy
     from tau_adapters.config import EpisodeConfig
+    from tau_adapters.core import EpisodeContext, Policy, Status, StepResult, User
     from tau_adapters.domains import get_domain
+    from tau_adapters.episode.rollout import Trajectory, rollout
+    from tau_adapters.episode.session import Session
+    from tau_adapters.episode.tasks import TaskRef
     from tau_adapters.errors import ConfigError
     from tau_adapters.plugins import hookimpl, make_policy, make_user
-    from tau_adapters.policies import OraclePolicy
-    from tau_adapters.rollout import Trajectory, rollout
-    from tau_adapters.session import EpisodeContext, Session, StepResult
-    from tau_adapters.tasks import TaskRef
-    from tau_adapters.users import ScriptedUser
+    from tau_adapters.users.scripted import ScriptedUser
 
 
 def __getattr__(name: str) -> Any:

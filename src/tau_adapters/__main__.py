@@ -1,5 +1,5 @@
 import sys
 
-from tau_adapters.cli import main
+from tau_adapters.cli.main import main
 
 sys.exit(main())

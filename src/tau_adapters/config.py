@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tau_adapters.errors import ConfigError
+from tau_adapters.domains.names import resolve_domain_name
+from tau_adapters.errors import ConfigError, close_matches
 
 # tau2's defaults (tau2.config.DEFAULT_MAX_STEPS / DEFAULT_MAX_ERRORS / DEFAULT_SEED), kept here so
 # that building a config does not import tau2; a test checks they still agree.
@@ -83,6 +84,10 @@ class EpisodeConfig(BaseModel):
 
     # -- reward shaping (the official reward is always kept) ------------------------------------
     reward: str = Field("binary", description="Reward shaper: binary, partial, curriculum.")
+    reward_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings for a shaper that declares a settings model (JSON object).",
+    )
     reward_alpha: float = Field(0.25, ge=0.0, description="partial: weight of the partial score.")
     reward_domain_alpha_scale: dict[str, float] = Field(
         default_factory=lambda: {"airline": 1.0, "retail": 0.8, "telecom": 1.6},
@@ -140,7 +145,11 @@ class EpisodeConfig(BaseModel):
     request_attempts: int = Field(4, ge=1, description="Attempts per engine request (retries+1).")
 
     @field_validator(
-        "chat_template_kwargs", "user_extra_body", "reward_domain_alpha_scale", mode="before"
+        "chat_template_kwargs",
+        "user_extra_body",
+        "reward_domain_alpha_scale",
+        "reward_options",
+        mode="before",
     )
     @classmethod
     def _json_text(cls, value: Any) -> Any:
@@ -154,8 +163,6 @@ class EpisodeConfig(BaseModel):
     @field_validator("domain")
     @classmethod
     def _known_domain(cls, value: str) -> str:
-        from tau_adapters.domains.names import resolve_domain_name
-
         return resolve_domain_name(value)
 
     @classmethod
@@ -173,8 +180,6 @@ class EpisodeConfig(BaseModel):
         Explicit keyword arguments win over the environment.
         """
         environ = os.environ if environ is None else environ
-        from tau_adapters.startup import check_environment
-
         check_environment(environ)  # a misspelt TAU_ADAPTERS_* name fails instead of being ignored
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
@@ -206,3 +211,53 @@ def _explain(exc: ValidationError, sources: Mapping[str, str] | None = None) -> 
         message = str(err["msg"]).removeprefix("Value error, ")
         lines.append(f"setting {field!r}{where}: {message} (got {err.get('input')!r})")
     return "invalid episode configuration:\n  " + "\n  ".join(lines)
+
+
+#: ``TAU_ADAPTERS_*`` variables that are not `EpisodeConfig` fields but are read somewhere.
+OTHER_ENV_VARS: dict[str, str] = {
+    "TAU_ADAPTERS_CPU_THREADS": "threads for per-turn CPU work (positive integer, default 4)",
+    "TAU_ADAPTERS_TEST_ASSETS": "tests: folder of real tokenizer/template assets",
+    "TAU_ADAPTERS_SHARED": "CI: folder of shared wheels and assets",
+    "TAU_ADAPTERS_TAU1_PARITY": "tests: 'full' checks v1 scoring parity on every task",
+    "TAU_ADAPTERS_THUNDERAGENT_MAIN_PYTHON": "tests: a Python with ThunderAgent main installed",
+    "TAU_ADAPTERS_THUNDERAGENT_TOOL_IMPROVE_PYTHON": (
+        "tests: a Python with ThunderAgent tool_improve installed"
+    ),
+    "TAU_ADAPTERS_REQUIRE_THUNDERAGENT": "CI: router builds whose tests must run, not skip",
+}
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Unknown ``TAU_ADAPTERS_*`` variables and a bad ``TAU_ADAPTERS_CPU_THREADS`` fail here.
+
+    A misspelt variable would otherwise be ignored silently and the run would use the default.
+    """
+    environ = os.environ if environ is None else environ
+    known = {ENV_PREFIX + field.upper() for field in EpisodeConfig.model_fields} | set(
+        OTHER_ENV_VARS
+    )
+    problems = []
+    for var in sorted(v for v in environ if v.startswith(ENV_PREFIX)):
+        if var in known:
+            continue
+        near = close_matches(var, known)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        problems.append(f"unknown environment variable {var}{hint}")
+    threads = environ.get("TAU_ADAPTERS_CPU_THREADS")
+    if threads is not None:
+        try:
+            ok = int(threads) >= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(
+                f"TAU_ADAPTERS_CPU_THREADS must be a positive integer (got {threads!r}); "
+                "unset it for the default of 4"
+            )
+    if problems:
+        valid = ", ".join(sorted(known))
+        raise ConfigError(
+            "bad environment:\n  "
+            + "\n  ".join(problems)
+            + f"\nvalid TAU_ADAPTERS_* names: {valid}"
+        )

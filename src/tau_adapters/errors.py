@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def close_matches(name: str, valid: Iterable[str], n: int = 3) -> list[str]:
+    """The valid names closest to a misspelt one (the "did you mean" of every error)."""
+    return difflib.get_close_matches(name, list(valid), n=n, cutoff=0.6)
+
 
 class TauAdaptersError(Exception):
     """Base class of this library's errors."""
@@ -19,12 +27,10 @@ class UnknownNameError(ConfigError, KeyError):
     MAX_SHOWN_CHARS = 400
 
     def __init__(self, kind: str, name: object, valid: list[str] | tuple[str, ...]) -> None:
-        import difflib
-
         self.kind = kind
         self.name = name
         self.valid = list(valid)
-        near = difflib.get_close_matches(str(name), self.valid, n=3, cutoff=0.6)
+        near = close_matches(str(name), self.valid)
         shown: list[str] = []
         for value in self.valid:
             if shown and sum(len(v) + 2 for v in shown) + len(value) > self.MAX_SHOWN_CHARS:
@@ -67,3 +73,7 @@ class EpisodeAborted(EpisodeSignal):
     """The engine answered ``abort`` (weights update, host abort) or the episode was cancelled."""
 
     status = "aborted"
+
+
+class EpisodeDoneError(TauAdaptersError, RuntimeError):
+    """`step()` was called after the episode ended (a driver bug, not a model error)."""

@@ -14,14 +14,14 @@ from tau_adapters.domains.names import (
     benchmark_of,
     resolve_domain,
 )
-from tau_adapters.domains.tau2_backend import Tau2Domain
-from tau_adapters.domains.tau2_backend import get_domain as get_tau2_domain
+from tau_adapters.domains.tau2.backend import Tau2Domain
+from tau_adapters.domains.tau2.backend import get_domain as get_tau2_domain
 
 
 def get_domain(name: str) -> Any:
     """The process-wide backend of a domain or task-set name (tau2 or tau-bench v1)."""
     if name in TAU1_DOMAINS:
-        from tau_adapters.domains.tau1_backend import get_tau1_domain
+        from tau_adapters.domains.tau1.backend import get_tau1_domain
 
         return get_tau1_domain(name)
     return get_tau2_domain(name)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from tau_adapters.testing.router import LoopbackRouter
 from tau_adapters.testing.server import Fault, LoopbackEngine
-from tau_adapters.testing.tokenizer import STYLES, build_tokenizer
-from tau_adapters.tokenizer import get_tokenizer, load_tokenizer
+from tau_adapters.tokens.local_tokenizer import STYLES, build_tokenizer
+from tau_adapters.tokens.tokenizer import get_tokenizer, load_tokenizer
 
 __all__ = [
     "STYLES",

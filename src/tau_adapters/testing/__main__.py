@@ -11,8 +11,8 @@ import sys
 import time
 
 from tau_adapters.testing.server import LoopbackEngine
-from tau_adapters.testing.tokenizer import STYLES, build_tokenizer
-from tau_adapters.tokenizer import load_tokenizer
+from tau_adapters.tokens.local_tokenizer import STYLES, build_tokenizer
+from tau_adapters.tokens.tokenizer import load_tokenizer
 
 EXIT_PORT_IN_USE = 2
 READY_PREFIX = "ready: "

@@ -3,7 +3,7 @@
 Tests use it where the real router (``python -m ThunderAgent``, a separate install) is absent, so
 that router and engine are two servers, as in production: the router owns programs, the engine only
 generates. It speaks the wire protocol of the two real builds (github.com/ThunderAgent-org/
-ThunderAgent; see `tau_adapters.thunderagent`), not their scheduling:
+ThunderAgent; see `tau_adapters.agents.thunderagent`), not their scheduling:
 
 - ``build="main"``: ``POST /v1/chat/completions`` only; ``program_id`` read from the top-level body
   (or ``extra_body``), ``"default"`` when absent, stripped before the engine; the engine's status

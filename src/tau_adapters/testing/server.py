@@ -117,7 +117,7 @@ class LoopbackEngine(LoopbackServer):
         model: Any = None,
         canned: Callable[[list[int], dict[str, Any]], list[int]] | None = None,
     ) -> None:
-        from tau_adapters.testing.tokenizer import build_tokenizer
+        from tau_adapters.tokens.local_tokenizer import build_tokenizer
 
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(style)
         self.canned = canned
@@ -331,8 +331,8 @@ class LoopbackEngine(LoopbackServer):
         )
 
     def _chat(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int], str]:
-        from tau_adapters.chat_template import ChatTemplate
-        from tau_adapters.parsers import HermesParser
+        from tau_adapters.parsers.base import HermesParser
+        from tau_adapters.tokens.chat_template import ChatTemplate
 
         if self._template is None:
             self._template = ChatTemplate(self.tokenizer)

@@ -1,0 +1,1 @@
+"""Who plays the agent: the oracle, the token policy (any engine), the chat policy, engine clients."""

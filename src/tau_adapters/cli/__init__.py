@@ -1,0 +1,1 @@
+"""The ``tau-adapters`` command line."""

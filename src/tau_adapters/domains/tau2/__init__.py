@@ -1,0 +1,1 @@
+"""tau2-bench (module ``tau2``): its API surface, the backend, the agent prompt."""

@@ -1,0 +1,265 @@
+"""The tau2 backend: tasks, fast isolated environments and the official score for one domain.
+
+One `Tau2Domain` per domain and process (`get_domain`). It lets tau2 parse the domain's database
+once, freezes it, and gives every episode a copy-on-write view (see `cow`). Scoring calls tau2's own
+`evaluate_simulation(..., EvaluationType.ALL, ...)`; the only difference from a plain tau2 run is the
+environment constructor tau2's evaluator receives (registered in tau2's registry under a private
+name), which builds views instead of re-parsing the database, and compares databases by a digest of
+the entries that can differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import inspect
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from tau_adapters.domains.cow import BaseDatabase
+from tau_adapters.domains.names import resolve_domain
+from tau_adapters.domains.tau2.api import api, toolkit_class_state
+from tau_adapters.errors import ConfigError, UnknownNameError
+from tau_adapters.runtime.gc_hygiene import freeze_long_lived
+
+ALL_SPLIT = "all"
+
+_lock = threading.Lock()
+_domains: dict[str, Tau2Domain] = {}
+
+
+def get_domain(name: str) -> Tau2Domain:
+    """The process-wide backend of a domain (built on first use, then shared)."""
+    domain, _ = resolve_domain(name)
+    with _lock:
+        backend = _domains.get(domain)
+        if backend is None:
+            backend = Tau2Domain(domain)
+            _domains[domain] = backend
+        return backend
+
+
+def _fast_toolkit_class(toolkit_cls: type, base: BaseDatabase, read_tools: frozenset[str]) -> type:
+    """A subclass of a tau2 toolkit that shares base entries in READ tools and hashes by digest."""
+
+    def use_tool(self: Any, tool_name: str, **kwargs: Any) -> Any:
+        if tool_name in read_tools:
+            with BaseDatabase.sharing(self.db):
+                return toolkit_cls.use_tool(self, tool_name, **kwargs)
+        return toolkit_cls.use_tool(self, tool_name, **kwargs)
+
+    def get_db_hash(self: Any) -> str:
+        return base.digest(self.db)
+
+    return type(
+        f"CopyOnWrite{toolkit_cls.__name__}",
+        (toolkit_cls,),
+        {"use_tool": use_tool, "get_db_hash": get_db_hash, "__module__": __name__},
+    )
+
+
+class Tau2Domain:
+    """Tasks, environments and scoring of one tau2 domain, with per-process caches."""
+
+    benchmark = "tau2"
+    terminate_tools: frozenset[str] = frozenset()
+    agent_sees_greeting = True
+
+    def __init__(self, name: str) -> None:
+        t = api()
+        self.name = name
+        self.tau2 = t
+        self._constructor = t.registry.get_env_constructor(name)
+        params = inspect.signature(self._constructor).parameters
+        self._takes_user_db = "user_db" in params
+        template = self._constructor()  # tau2 parses the database: once per process
+        self.policy: str = template.get_policy()
+        self.tool_schemas: list[dict[str, Any]] = [
+            tool.openai_schema for tool in template.get_tools()
+        ]
+        self.user_tool_schemas: list[dict[str, Any]] = (
+            [tool.openai_schema for tool in template.get_user_tools()]
+            if template.user_tools is not None
+            else []
+        )
+        self._base = BaseDatabase(template.tools.db)
+        self._user_base = (
+            BaseDatabase(template.user_tools.db) if template.user_tools is not None else None
+        )
+        #: Tools run in share mode (tau2 labels them READ): they see base entries uncopied.
+        self.shared_read_tools = self._read_tools(template.tools)
+        self._toolkit_cls = _fast_toolkit_class(
+            type(template.tools), self._base, self.shared_read_tools
+        )
+        self._user_toolkit_cls = (
+            _fast_toolkit_class(
+                type(template.user_tools), self._user_base, self._read_tools(template.user_tools)
+            )
+            if template.user_tools is not None and self._user_base is not None
+            else None
+        )
+        # tau2 keeps some episode state on toolkit classes (telecom's default VPN): each
+        # environment gets its own copy (see `toolkit_class_state`).
+        self._class_state = {
+            kind: toolkit_class_state(type(kit))
+            for kind, kit in (("tools", template.tools), ("user_tools", template.user_tools))
+            if kit is not None
+        }
+        self.scoring_name = f"tau_adapters:{name}"
+        if self.scoring_name not in t.registry.get_domains():
+            t.registry.register_domain(self.environment, self.scoring_name)
+        self._all_tasks: list[Any] | None = None
+        self._tasks_by_id: dict[str, Any] = {}
+        self._splits: dict[str, list[str]] | None = None
+        freeze_long_lived()  # the parsed database and templates never change
+
+    def agent_system_prompt(self) -> str:
+        """tau2's agent prompt around this domain's policy."""
+        from tau_adapters.domains.tau2.prompts import system_prompt
+
+        return system_prompt(self.policy)
+
+    def _read_tools(self, toolkit: Any) -> frozenset[str]:
+        read = self.tau2.ToolType.READ
+        return frozenset(name for name in toolkit.tools if toolkit.tool_type(name) == read)
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def _load_tasks(self) -> None:
+        if self._all_tasks is not None:
+            return
+        loader = self.tau2.registry.get_tasks_loader(self.name)
+        tasks = list(loader(None))  # every task, parsed once (telecom: a 14 MB file)
+        splits_loader = self.tau2.registry.get_task_splits_loader(self.name)
+        if splits_loader is None:  # tau2 registers no split loader for mock, but ships a split file
+            module = importlib.import_module(f"tau2.domains.{self.name}.environment")
+            splits_loader = getattr(module, "get_tasks_split", None)
+        try:
+            splits = dict(splits_loader() or {}) if splits_loader is not None else {}
+        except FileNotFoundError:
+            splits = {}
+        self._tasks_by_id = {task.id: task for task in tasks}
+        self._splits = splits
+        self._all_tasks = tasks
+        freeze_long_lived()
+
+    def splits(self) -> list[str]:
+        """Valid split names (plus ``all``)."""
+        self._load_tasks()
+        assert self._splits is not None
+        return [*self._splits, ALL_SPLIT]
+
+    def default_split(self) -> str:
+        return "base" if "base" in self.splits() else ALL_SPLIT
+
+    def tasks(self, split: str | None = None) -> list[Any]:
+        """The tasks of a split, in tau2's file order. ``None`` means the domain's default split."""
+        self._load_tasks()
+        assert self._all_tasks is not None and self._splits is not None
+        split = split or self.default_split()
+        if split == ALL_SPLIT:
+            return list(self._all_tasks)
+        if split not in self._splits:
+            raise UnknownNameError(f"split of domain {self.name!r}", split, self.splits())
+        wanted = set(self._splits[split])
+        return [task for task in self._all_tasks if task.id in wanted]
+
+    def task(self, task_id: str) -> Any:
+        self._load_tasks()
+        try:
+            return self._tasks_by_id[task_id]
+        except KeyError:
+            raise UnknownNameError(
+                f"task id of domain {self.name!r}", task_id, sorted(self._tasks_by_id)
+            ) from None
+
+    # -- environments --------------------------------------------------------------------------
+    def environment(self, solo_mode: bool = False) -> Any:
+        """A fresh tau2 `Environment` over a private copy-on-write view of the database."""
+        kwargs: dict[str, Any] = {"db": self._base.view(), "solo_mode": solo_mode}
+        if self._takes_user_db and self._user_base is not None:
+            kwargs["user_db"] = self._user_base.view()
+        env = self._constructor(**kwargs)
+        env.tools.__class__ = self._toolkit_cls
+        if env.user_tools is not None and self._user_toolkit_cls is not None:
+            env.user_tools.__class__ = self._user_toolkit_cls
+        for kind, state in self._class_state.items():
+            toolkit = getattr(env, kind, None)
+            for attribute, value in state.items():
+                setattr(toolkit, attribute, copy.deepcopy(value))
+        return env
+
+    def initial_environment(self, task: Any, solo_mode: bool = False) -> Any:
+        """An environment with the task's initial state applied exactly as tau2's orchestrator does."""
+        env = self.environment(solo_mode=solo_mode)
+        state = task.initial_state
+        env.set_state(
+            initialization_data=state.initialization_data if state is not None else None,
+            initialization_actions=state.initialization_actions if state is not None else None,
+            message_history=list(state.message_history or []) if state is not None else [],
+        )
+        return env
+
+    # -- scoring -------------------------------------------------------------------------------
+    def needs_judge(self, task: Any) -> bool:
+        criteria = task.evaluation_criteria
+        if criteria is None:
+            return False
+        return self.tau2.RewardType.NL_ASSERTION in set(criteria.reward_basis)
+
+    def check_scorable(self, task: Any, judge_model: str | None = None) -> None:
+        """Fail early (configuration error) for tasks that need an LLM judge nobody configured."""
+        if self.needs_judge(task) and not judge_model:
+            raise ConfigError(
+                f"task {task.id!r} of domain {self.name!r} is scored with NL_ASSERTION, which needs "
+                "an LLM judge: set `judge_model` (CLI: --judge-model) or leave this task out"
+            )
+
+    def score(
+        self,
+        task: Any,
+        messages: Sequence[Any],
+        termination_reason: Any,
+        *,
+        judge_model: str | None = None,
+        solo_mode: bool = False,
+    ) -> Any:
+        """tau2's `RewardInfo` for an episode, from tau2's own `evaluate_simulation`."""
+        t = self.tau2
+        self.check_scorable(task, judge_model)
+        reason = t.TerminationReason(termination_reason)
+        simulation = t.SimulationRun.model_construct(
+            id=str(uuid.uuid4()),
+            task_id=task.id,
+            start_time="",
+            end_time="",
+            duration=0.0,
+            termination_reason=reason,
+            messages=list(messages),
+            reward_info=None,
+        )
+        if self.needs_judge(task):
+            evaluation_type = t.EvaluationType.ALL_WITH_NL_ASSERTIONS
+            _set_judge(judge_model)
+        else:
+            evaluation_type = t.EvaluationType.ALL
+        reward_info = t.evaluate_simulation(
+            simulation=simulation,
+            task=task,
+            evaluation_type=evaluation_type,
+            solo_mode=solo_mode,
+            domain=self.scoring_name,
+        )
+        # tau2's checks hold the task's own gold objects (an ActionCheck's `action` is the task's
+        # Action): hand back a copy, so that editing a result can never change the task.
+        return copy.deepcopy(reward_info)
+
+
+@functools.cache
+def _set_judge(model: str | None) -> None:
+    """Point tau2's NL-assertion judge at the configured model (process-wide, as tau2 reads it)."""
+    from tau2.evaluator import evaluator_nl_assertions
+
+    evaluator_nl_assertions.DEFAULT_LLM_NL_ASSERTIONS = model

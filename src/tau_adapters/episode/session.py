@@ -1,0 +1,373 @@
+"""One episode at the message level: tau2's orchestration rules as an async state machine.
+
+The session owns the environment, the user simulator and the full trajectory (tau2 `Message`
+objects). The agent side is driven from outside: `start()` returns what the agent sees first,
+`step(assistant_message)` returns what comes back (tool results, or the user's reply), until `done`.
+Step counting, the max-steps / max-errors rule and the termination reasons follow tau2's
+`Orchestrator`; failures of the user or the environment end the episode with a reason instead of
+raising.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.core import AGENT_STOP_TOKEN, EpisodeContext, Role, StepResult
+from tau_adapters.domains import get_domain
+from tau_adapters.domains.base import Domain
+from tau_adapters.errors import EpisodeDoneError
+from tau_adapters.runtime.scheduling import run_cpu
+
+#: Our termination reasons that tau2 does not have, and the tau2 reason its scoring is given.
+TAU2_TERMINATION_REASON: dict[str, str] = {"token_budget": "max_steps"}
+
+
+@dataclass
+class _Counters:
+    steps: int = 0
+    errors: int = 0
+    agent_turns: int = 0
+    user_turns: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+
+
+class Session:
+    """A tau2 episode for one task, with a pluggable user simulator."""
+
+    def __init__(
+        self,
+        task: Any,
+        config: EpisodeConfig,
+        user: Any,
+        *,
+        seed: int | None = None,
+        domain: Domain | None = None,
+    ) -> None:
+        self.domain: Any = domain or get_domain(config.domain)
+        self.tau2 = self.domain.tau2
+        self.domain.check_scorable(task, config.judge_model)
+        self.task = task
+        self.config = config
+        self.user = user
+        self.seed = config.seed if seed is None else seed
+        self.context = EpisodeContext(
+            domain=self.domain.name,
+            task=task,
+            system_prompt=self.domain.agent_system_prompt(),
+            policy=self.domain.policy,
+            tools=self.domain.tool_schemas,
+            user_tools=self.domain.user_tool_schemas,
+            seed=self.seed,
+            config=config,
+        )
+        self.messages: list[Any] = []
+        self.done = False
+        self.termination_reason: str | None = None
+        self.error: str | None = None
+        self.status: str | None = None
+        self.rejected: list[dict[str, Any]] = []
+        self.counters = _Counters()
+        self._env: Any = None
+        self._pending: Any = None
+        self._from: Role | None = None
+        self._to: Role | None = None
+        self._call_ids = 0
+        self._greeting: Any = None
+
+    # -- public API ----------------------------------------------------------------------------
+    async def start(self) -> list[Any]:
+        """Set up the environment and the opening exchange; return what the agent sees first."""
+        t = self.tau2
+        state = self.task.initial_state
+        history = copy.deepcopy(list(state.message_history or [])) if state is not None else []
+        try:
+            self._env = await run_cpu(self.domain.initial_environment, self.task)
+        except Exception as exc:  # a broken task or env: end the episode, don't raise
+            self._finish("agent_error", f"environment set-up failed: {exc!r}", "failed")
+            return []
+        for message in history:
+            message.turn_idx = None
+            self._append(message)
+        try:
+            await self.user.start(self.context, _user_history(t, history))
+        except Exception as exc:
+            self._finish("user_error", f"user simulator failed to start: {exc!r}", "failed")
+            return []
+        if history:
+            self._resume_from(history[-1])
+        else:
+            greeting = t.AssistantMessage(role="assistant", content=t.FIRST_AGENT_MESSAGE, cost=0.0)
+            self._append(greeting)
+            if not self.domain.agent_sees_greeting:
+                self._greeting = greeting
+            self._pending, self._from, self._to = greeting, Role.AGENT, Role.USER
+        await self._advance()
+        return [m for m in self.messages if _agent_visible(m) and m is not self._greeting]
+
+    async def step(self, message: Any) -> StepResult:
+        """Deliver one assistant message; run the user and the environment until it is the agent's
+        turn again or the episode ends."""
+        if self.done:
+            raise EpisodeDoneError("the episode has ended; check `done` before calling step()")
+        if self._to is not Role.AGENT:
+            raise EpisodeDoneError(f"it is not the agent's turn (next: {self._to})")
+        mark = len(self.messages)
+        message = self._normalise_agent_message(message)
+        self.counters.agent_turns += 1
+        if message is None:
+            return StepResult([], True, self.termination_reason)
+        self._append(message)
+        if message.content is not None and AGENT_STOP_TOKEN in message.content:
+            self._finish("agent_stop")
+        self._pending, self._from = message, Role.AGENT
+        self._to = Role.ENV if message.is_tool_call() else Role.USER
+        self._after_step()
+        self._sync_env()
+        await self._advance()
+        observation = [m for m in self.messages[mark + 1 :] if _agent_visible(m)]
+        return StepResult(observation, self.done, self.termination_reason)
+
+    def reject(self, text: str, error: str) -> StepResult:
+        """The agent's turn could not be parsed into a message.
+
+        It is handled like a failed tool call in tau2 (two steps, one error toward ``max_errors``):
+        the agent gets an error observation, and the turn is kept in `rejected`, outside tau2's
+        trajectory, which stays a valid tau2 message list.
+        """
+        if self.done:
+            raise EpisodeDoneError("the episode has ended; check `done` before calling reject()")
+        t = self.tau2
+        self.counters.agent_turns += 1
+        self.rejected.append({"after_message": len(self.messages), "text": text, "error": error})
+        self.counters.steps += 1  # agent -> environment
+        self.counters.errors += 1
+        self._to = Role.AGENT
+        self._after_step()  # environment -> agent
+        observation = t.ToolMessage(
+            id=f"rejected_{len(self.rejected)}",
+            role="tool",
+            content=f"Error: {error}",
+            requestor="assistant",
+            error=True,
+        )
+        return StepResult([observation], self.done, self.termination_reason)
+
+    def fail(
+        self, reason: str, termination_reason: str = "agent_error", status: str = "failed"
+    ) -> None:
+        """End the episode from outside (policy failure, budget, cancellation) with a reason."""
+        if not self.done:
+            self._finish(termination_reason, reason, status)
+
+    def score(self) -> Any:
+        """tau2's `RewardInfo` for the finished episode."""
+        if not self.done:
+            raise EpisodeDoneError("score() needs a finished episode")
+        reason = self.termination_reason
+        tau2_reason = TAU2_TERMINATION_REASON.get(str(reason), reason)
+        info = self.domain.score(
+            self.task, self.messages, tau2_reason, judge_model=self.config.judge_model
+        )
+        if tau2_reason != reason:  # ours stays in termination_reason; tau2's is recorded here
+            info.info = {**(info.info or {}), "tau2_termination_reason": tau2_reason}
+        return info
+
+    @property
+    def environment(self) -> Any:
+        return self._env
+
+    # -- internals -----------------------------------------------------------------------------
+    def _finish(self, reason: str, error: str | None = None, status: str | None = None) -> None:
+        self.done = True
+        self.termination_reason = reason
+        self.status = status or ("truncated" if reason == "max_steps" else "completed")
+        if error is not None:
+            self.error = error
+
+    def _append(self, message: Any) -> None:
+        if getattr(message, "timestamp", None) is None:
+            message.timestamp = datetime.now().isoformat()
+        message.turn_idx = len(self.messages)
+        self.messages.append(message)
+
+    def _new_call_id(self, prefix: str) -> str:
+        self._call_ids += 1
+        return f"{prefix}_{self._call_ids}"
+
+    def _normalise_agent_message(self, message: Any) -> Any:
+        t = self.tau2
+        if not isinstance(message, t.AssistantMessage):
+            self.fail(f"policy returned {type(message).__name__}, not an AssistantMessage")
+            return None
+        if not (message.has_text_content() or message.is_tool_call()):
+            self._append(message)
+            self.fail("agent sent an empty message (no text and no tool calls)", status="completed")
+            return None
+        for call in message.tool_calls or []:
+            call.requestor = "assistant"
+            if not call.id:
+                call.id = self._new_call_id("call")
+        return message
+
+    def _after_step(self) -> None:
+        """tau2's rule, applied after every step that does not hand over to the environment."""
+        self.counters.steps += 1
+        if self._to is Role.ENV:
+            return
+        if self.counters.steps >= self.config.max_steps:
+            self._finish("max_steps")
+        if self.counters.errors >= self.config.max_errors:
+            self._finish("too_many_errors")
+
+    def _resume_from(self, last: Any) -> None:
+        """Whose turn it is after a task's message history (as tau2's orchestrator decides)."""
+        t = self.tau2
+        self._pending = last
+        if isinstance(last, t.AssistantMessage):
+            self._from = Role.AGENT
+            self._to = Role.ENV if last.is_tool_call() else Role.USER
+            if last.content is not None and AGENT_STOP_TOKEN in last.content:
+                self._finish("agent_stop")
+        elif isinstance(last, t.UserMessage):
+            self._from = Role.USER
+            self._to = Role.ENV if last.is_tool_call() else Role.AGENT
+            if _is_user_stop(t, last):
+                self._finish("user_stop")
+        elif isinstance(last, t.ToolMessage):
+            self._from = Role.ENV
+            self._to = Role.AGENT if last.requestor == "assistant" else Role.USER
+        else:
+            self._finish("agent_error", f"unexpected last history message {type(last).__name__}")
+
+    async def _advance(self) -> None:
+        while not self.done and self._to is not Role.AGENT:
+            if self._to is Role.USER:
+                await self._user_turn()
+            else:
+                await run_cpu(self._env_turn)
+            self._after_step()
+            self._sync_env()
+
+    async def _user_turn(self) -> None:
+        t = self.tau2
+        try:
+            reply = await self.user.respond(self._pending)
+        except Exception as exc:
+            self._finish("user_error", f"user simulator failed: {exc!r}", "failed")
+            return
+        if not isinstance(reply, t.UserMessage) or not (
+            reply.has_text_content() or reply.is_tool_call()
+        ):
+            self._finish(
+                "user_error", f"user simulator returned an invalid message: {reply!r}", "failed"
+            )
+            return
+        for call in reply.tool_calls or []:
+            call.requestor = "user"
+            if not call.id:
+                call.id = self._new_call_id("user_call")
+        self.counters.user_turns += 1
+        if _is_user_stop(t, reply):
+            self._finish("user_stop")
+        self._append(reply)
+        self._pending, self._from = reply, Role.USER
+        self._to = Role.ENV if reply.is_tool_call() else Role.AGENT
+
+    def _env_turn(self) -> None:
+        t = self.tau2
+        results = []
+        for call in self._pending.tool_calls or []:
+            try:
+                result = self._env.get_response(call)
+            except Exception as exc:  # get_response already turns tool errors into messages
+                result = t.ToolMessage(
+                    id=call.id,
+                    role="tool",
+                    content=f"Error: {exc}",
+                    requestor=call.requestor,
+                    error=True,
+                )
+            self.counters.tool_calls += 1
+            if result.error:
+                self.counters.errors += 1
+                self.counters.tool_errors += 1
+            results.append(result)
+        for result in results:
+            self._append(result)
+        terminate = self.domain.terminate_tools
+        if terminate and any(
+            call.name in terminate and call.requestor == "assistant"
+            for call in self._pending.tool_calls or []
+        ):
+            self._finish("agent_stop")  # tau-bench v1: a terminating tool ends the episode
+        if len(results) == 1:
+            self._pending = results[0]
+        else:
+            self._pending = t.MultiToolMessage(role="tool", tool_messages=results)
+        self._to, self._from = self._from, Role.ENV
+
+    def _sync_env(self) -> None:
+        try:
+            self._env.sync_tools()
+        except Exception as exc:
+            self._finish("agent_error", f"environment state sync failed: {exc!r}", "failed")
+
+
+def _is_user_stop(t: Any, message: Any) -> bool:
+    """tau2's `UserSimulator.is_stop`: a reply that carries tool calls is never a stop (the calls
+    run and the conversation goes on), whatever its text says."""
+    if message.is_tool_call():
+        return False
+    content = message.content
+    if not content:
+        return False
+    return t.STOP in content or t.TRANSFER in content or t.OUT_OF_SCOPE in content
+
+
+def _agent_visible(message: Any) -> bool:
+    """Messages the agent sees: its own, the user's text, and results of its own tool calls."""
+    role = getattr(message, "role", None)
+    if role == "assistant":
+        return True
+    if role == "user":
+        return not message.is_tool_call()
+    if role == "tool":
+        return getattr(message, "requestor", "assistant") == "assistant"
+    return False
+
+
+def _user_history(t: Any, history: list[Any]) -> list[Any]:
+    """What the user simulator is started with when a task has a message history.
+
+    As tau2's orchestrator does it: when the last message is addressed to the user (an agent's text,
+    or the result of the user's own tool call), the user starts without it and receives it once as
+    its first message; otherwise the user starts with the whole history.
+    """
+    if not history:
+        return []
+    last = history[-1]
+    addressed_to_user = isinstance(last, t.AssistantMessage) or (
+        isinstance(last, t.ToolMessage) and last.requestor == "user"
+    )
+    shown = history[:-1] if addressed_to_user else history
+    return [m for m in shown if _user_visible(m)]
+
+
+def _user_visible(message: Any) -> bool:
+    role = getattr(message, "role", None)
+    if role == "assistant":
+        return not message.is_tool_call()
+    if role == "user":
+        return True
+    if role == "tool":
+        return getattr(message, "requestor", "assistant") == "user"
+    return False
+
+
+# Public name for readers of saved trajectories (warm-up export) that rebuild the agent's view.
+agent_visible = _agent_visible

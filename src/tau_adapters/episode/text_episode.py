@@ -1,0 +1,280 @@
+"""An episode the host drives one model turn at a time, as text (SkyRL-style environments).
+
+Some hosts own the generation loop: they render the chat, sample the model, and hand the
+environment the raw text of each turn, expecting the next observation back as chat messages.
+`TextEpisode` serves such hosts without a second copy of the episode rules: it runs the core
+`rollout` itself, with a policy whose turns come from the host. Parsing (the configured parser),
+malformed turns (``on_malformed``), budgets, user and environment failures, scoring and reward
+shaping are therefore exactly the ones every other host gets, and a seeded episode gives the same
+messages and reward whichever way it is driven.
+
+The host never passes ``tools=`` to its chat template, so the system prompt carries the domain
+policy, the parser's call format and the tool schemas (`text_system_prompt`).
+
+All methods are coroutines; synchronous hosts run them on `tau_adapters.runtime.background_loop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tau_adapters.agents.oracle import MalformedTurn, assistant_message_from
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.episode.tasks import TaskRef
+from tau_adapters.errors import EpisodeSignal, EpisodeTruncated
+from tau_adapters.tokens.chat_messages import to_chat
+
+__all__ = [
+    "HostStopped",
+    "TextEpisode",
+    "TextTurn",
+    "oracle_texts",
+    "render_turn",
+    "text_system_prompt",
+    "turns_needed",
+]
+
+
+class HostStopped(EpisodeTruncated):
+    """The host stopped sending turns before the episode ended (its turn or length limit)."""
+
+
+@functools.cache
+def text_system_prompt(domain: str, parser_spec: str) -> str:
+    """The system prompt for a host that renders chats without ``tools=``: the benchmark's agent
+    prompt (tau2's around the domain policy; v1's wiki), then how to call tools in the parser's
+    format, then the schemas."""
+    from tau_adapters.domains import get_domain
+    from tau_adapters.plugins import make_parser
+
+    backend = get_domain(domain)
+    parser = make_parser(parser_spec, backend.tool_schemas)
+    schemas = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in backend.tool_schemas)
+    return "\n\n".join(
+        [
+            backend.agent_system_prompt(),
+            parser.format_instruction(),
+            f"# Tools\nYou can call these tools (OpenAI function schemas):\n{schemas}",
+        ]
+    )
+
+
+def render_turn(message: Any, parser: Any) -> str:
+    """The text a model would write for a tau2 `AssistantMessage` in `parser`'s format (the
+    inverse of parsing; used to replay known episodes as text, e.g. the oracle's)."""
+    parts = [message.content] if message.content else []
+    parts.extend(parser.render_call(c.name, dict(c.arguments)) for c in message.tool_calls or [])
+    return "\n".join(parts)
+
+
+def oracle_texts(task: Any, parser_spec: str = "hermes") -> list[str]:
+    """The oracle policy's turns for `task` as model text in the parser's format, ending with the
+    stop token: with the scripted user they score 1.0 through any text host (calibration)."""
+    from types import SimpleNamespace
+
+    from tau_adapters.agents.oracle import OraclePolicy
+    from tau_adapters.core import AGENT_STOP_TOKEN
+    from tau_adapters.plugins import make_parser
+
+    parser = make_parser(parser_spec)
+    oracle = OraclePolicy()
+
+    async def plan() -> list[str]:
+        await oracle.start(SimpleNamespace(task=task))
+        texts = []
+        while True:
+            message = await oracle.act([])
+            if message.content == AGENT_STOP_TOKEN:
+                return [*texts, AGENT_STOP_TOKEN]
+            texts.append(render_turn(message, parser))
+
+    # The oracle never awaits anything real: drive it without a loop (callable from async code).
+    coro = plan()
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("the oracle policy awaited I/O")
+
+
+def turns_needed(task: Any) -> int:
+    """Model turns a perfect episode of `task` takes at least: one per gold action, the closing
+    message, and the stop (what the oracle policy sends). A host turn limit below this cuts every
+    episode of the task before it can succeed."""
+    criteria = getattr(task, "evaluation_criteria", None)
+    actions = (criteria.actions or []) if criteria is not None else []
+    return len(actions) + 2
+
+
+@dataclass
+class TextTurn:
+    """What the host gets back for one model turn."""
+
+    observation: list[dict[str, Any]]
+    done: bool
+    trajectory: Any | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+_STOP = object()
+
+
+class _HostPolicy:
+    """The rollout's policy: hands each observation to the host, parses the text it sends back."""
+
+    token_level = False
+    transcript = None
+
+    def __init__(self, parser: Any, max_turns: int | None) -> None:
+        self.parser = parser
+        self.max_turns = max_turns
+        self.turns = 0
+        self.outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def start(self, context: Any) -> None:
+        return None
+
+    async def act(self, observation: list[Any]) -> Any:
+        if self.max_turns is not None and self.turns >= self.max_turns:
+            raise HostStopped(f"the host's turn limit was reached (max_turns={self.max_turns})")
+        await self.outbox.put(("turn", observation))
+        text = await self.inbox.get()
+        if text is _STOP:
+            raise HostStopped("the host stopped the episode before it ended")
+        self.turns += 1
+        parsed = self.parser.parse(text)
+        if parsed.malformed:
+            return MalformedTurn(text=text, error=parsed.error or "malformed tool call")
+        return assistant_message_from(parsed, text, turn=self.turns)
+
+    async def close(self) -> None:
+        return None
+
+
+class TextEpisode:
+    """One episode of `ref`, driven by the host's text turns. Never raises for episode faults."""
+
+    def __init__(
+        self,
+        ref: TaskRef,
+        config: EpisodeConfig,
+        *,
+        trial: int = 0,
+        user: Any | None = None,
+        max_turns: int | None = None,
+    ) -> None:
+        self.ref = ref
+        self.config = config.model_copy(update={"domain": ref.domain, "split": ref.split})
+        self.trial = trial
+        self.user = user
+        self.max_turns = max_turns
+        self.trajectory: Any | None = None
+        self._policy: _HostPolicy | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.trajectory is not None
+
+    def system_prompt(self) -> str:
+        return text_system_prompt(self.ref.domain, self.config.parser)
+
+    async def start(self) -> list[dict[str, Any]]:
+        """The chat the model sees first: the system prompt and the opening exchange. If the
+        episode cannot start (task, environment, user simulator), it is already finished."""
+        from tau_adapters.episode.rollout import rollout
+        from tau_adapters.plugins import make_parser, make_user
+
+        system = {"role": "system", "content": self.system_prompt()}
+        try:
+            task = self.ref.load()
+            parser = make_parser(self.config.parser)
+            user = self.user if self.user is not None else make_user(self.config.user, self.config)
+        except Exception as exc:  # a dataset row naming a task that does not exist, and the like
+            self.trajectory = _unstarted(self.ref, self.trial, self.config, exc)
+            return [system]
+        self._policy = _HostPolicy(parser, self.max_turns)
+        self._task = asyncio.ensure_future(
+            rollout(
+                task,
+                self.config,
+                policy=self._policy,
+                user=user,
+                trial=self.trial,
+                split=self.ref.split,
+                on_cancel="return",
+            )
+        )
+        turn = await self._next()
+        return [system, *turn.observation]
+
+    async def step(self, text: str) -> TextTurn:
+        """Deliver the model's text; the observation that follows, or the end of the episode."""
+        if self.done or self._policy is None:
+            return TextTurn([], True, self.trajectory)
+        await self._policy.inbox.put(text if isinstance(text, str) else _as_text(text))
+        return await self._next()
+
+    async def stop(self) -> Any:
+        """End an unfinished episode from the host side (truncated); returns the trajectory."""
+        if not self.done and self._policy is not None:
+            await self._policy.inbox.put(_STOP)
+            await self._next()
+        return self.trajectory
+
+    async def cancel(self) -> None:
+        """Drop the episode without waiting for it (the host is going away)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    async def _next(self) -> TextTurn:
+        assert self._policy is not None and self._task is not None
+        getter = asyncio.ensure_future(self._policy.outbox.get())
+        await asyncio.wait({getter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            _, observation = getter.result()
+            return TextTurn(to_chat(observation, arguments_as_text=True), False)
+        getter.cancel()
+        try:
+            self.trajectory = self._task.result()
+        except BaseException as exc:  # rollout never raises for episode faults; be sure anyway
+            self.trajectory = _unstarted(self.ref, self.trial, self.config, exc)
+        self._policy = None  # the episode is over: let its queues and session go
+        return TextTurn([], True, self.trajectory)
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _unstarted(ref: TaskRef, trial: int, config: EpisodeConfig, exc: BaseException) -> Any:
+    """A failed trajectory for an episode that could not run at all."""
+    from tau_adapters.episode.rollout import Trajectory
+
+    reason = str(exc) if isinstance(exc, EpisodeSignal) else repr(exc)
+    return Trajectory(
+        domain=ref.domain,
+        split=ref.split,
+        task_id=ref.task_id,
+        trial=trial,
+        seed=config.seed + trial,
+        messages=[],
+        termination_reason="agent_error",
+        status="failed",
+        reward=0.0,
+        reward_info=None,
+        error=f"episode could not start: {reason}",
+    )

@@ -1,0 +1,1 @@
+"""Evaluation: runs, run folders, metrics, reports, rescoring, the Ray executor, exports."""

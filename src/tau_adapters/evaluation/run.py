@@ -1,0 +1,302 @@
+"""`tau-adapters eval`: many episodes concurrently, one JSON line each, a summary at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from tau_adapters.agents.thunderagent import ensure_router, policy_protocol
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.domains import benchmark_of, get_domain, resolve_domain
+from tau_adapters.episode.rollout import Trajectory, rollout
+from tau_adapters.errors import ConfigError, UnknownNameError
+from tau_adapters.evaluation.metrics import summarize
+from tau_adapters.evaluation.run_folder import SUMMARY_FILE, TRAJECTORIES_FILE, read_rows, row_key
+from tau_adapters.plugins import make_policy, make_user
+
+
+@dataclass(frozen=True)
+class Job:
+    config: EpisodeConfig
+    split: str
+    task: Any
+    trial: int
+
+
+def plan_jobs(
+    domains: Sequence[str],
+    base: EpisodeConfig,
+    *,
+    split: str | None = None,
+    num_trials: int = 1,
+    task_ids: Sequence[str] | None = None,
+    num_tasks: int | None = None,
+) -> list[Job]:
+    """Resolve domains, splits and task ids up front, so that a typo fails before any episode."""
+    if num_trials < 1:
+        raise ConfigError(f"num_trials must be >= 1 (got {num_trials})")
+    if num_tasks is not None and num_tasks < 1:
+        raise ConfigError(f"num_tasks must be >= 1 (got {num_tasks})")
+    # Check every name, then build (and so validate) the policy and user once, before anything.
+    from tau_adapters.plugins import check_names
+    from tau_adapters.runtime.scheduling import cpu_threads
+
+    check_names(base)
+    cpu_threads()
+    make_policy(base.policy, base)
+    make_user(base.user, base)
+    if task_ids and len(set(task_ids)) != len(task_ids):
+        twice = sorted({t for t in task_ids if list(task_ids).count(t) > 1})
+        raise ConfigError(f"--task-ids lists {', '.join(twice)} more than once")
+    jobs: list[Job] = []
+    seen: dict[tuple[str, str], str] = {}
+    for name in domains:
+        domain_name, domain_split = resolve_domain(name, split)
+        backend = get_domain(domain_name)
+        chosen_split = domain_split or backend.default_split()
+        if (domain_name, chosen_split) in seen:
+            # The same tasks twice would count one run as two trials of each task.
+            raise ConfigError(
+                f"--domain names {domain_name}/{chosen_split} twice ({seen[domain_name, chosen_split]!r}"
+                f" and {name!r}); use --num-trials for more trials"
+            )
+        seen[domain_name, chosen_split] = name
+        tasks = backend.tasks(chosen_split)
+        if task_ids:
+            known = {task.id: task for task in tasks}
+            missing = [tid for tid in task_ids if tid not in known]
+            if missing and len(domains) == 1:
+                raise UnknownNameError(
+                    f"task id of {domain_name}/{chosen_split}", missing[0], sorted(known)
+                )
+            tasks = [known[tid] for tid in task_ids if tid in known]
+        if num_tasks is not None:
+            tasks = tasks[:num_tasks]
+        config = base.model_copy(update={"domain": domain_name, "split": chosen_split})
+        for task in tasks:
+            backend.check_scorable(task, config.judge_model)
+        jobs.extend(
+            Job(config, chosen_split, task, trial) for trial in range(num_trials) for task in tasks
+        )
+    if not jobs:
+        raise ConfigError("no tasks selected: check --domain, --split and --task-ids")
+    return jobs
+
+
+async def run_job(job: Job) -> dict[str, Any]:
+    """One episode in this process, as a trajectories.jsonl row (never raises for an episode)."""
+    try:
+        trajectory = await rollout(job.task, job.config, trial=job.trial, split=job.split)
+        return trajectory.to_row()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # rollout does not raise for episode faults; this is a last guard
+        return failed_row(job, f"episode crashed: {exc!r}")
+
+
+def failed_row(job: Job, reason: str) -> dict[str, Any]:
+    """The row of an episode that infrastructure lost (status ``failed``, the reason kept)."""
+    return Trajectory(
+        domain=job.config.domain,
+        split=job.split,
+        task_id=job.task.id,
+        trial=job.trial,
+        seed=job.config.seed + job.trial,
+        messages=[],
+        termination_reason="agent_error",
+        status="failed",
+        reward=0.0,
+        reward_info=None,
+        error=reason,
+        benchmark=benchmark_of(job.config.domain),
+    ).to_row()
+
+
+def _write_line(stream: IO[str], row: dict[str, Any]) -> None:
+    # One write per complete line, flushed: an interrupted run leaves valid JSONL behind.
+    stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+async def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    concurrency: int,
+    output: Path,
+    show_progress: bool = True,
+    existing: Sequence[dict[str, Any]] = (),
+    runner: Callable[[Job], Awaitable[dict[str, Any]]] = run_job,
+) -> list[dict[str, Any]]:
+    """Run jobs with at most `concurrency` at once; rows are appended as episodes finish.
+
+    `existing` rows (a resumed run's finished episodes) are written first and returned with the
+    new ones. `runner` runs one episode and returns its row: `run_job` here, or an executor's
+    (Ray)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1 (got {concurrency})")
+    output.mkdir(parents=True, exist_ok=True)
+    semaphore = asyncio.Semaphore(concurrency)
+    rows: list[dict[str, Any]] = list(existing)
+
+    async def guarded(job: Job) -> dict[str, Any]:
+        async with semaphore:
+            return await runner(job)
+
+    progress = Progress(
+        TextColumn("[bold]eval[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("avg reward {task.fields[avg]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not show_progress,
+    )
+    with (output / TRAJECTORIES_FILE).open("w", encoding="utf-8") as stream, progress:
+        bar = progress.add_task("eval", total=len(jobs), avg=0.0)
+        for row in rows:
+            _write_line(stream, row)
+        tasks = [asyncio.ensure_future(guarded(job)) for job in jobs]
+        total_reward = 0.0
+        done = 0
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                row = await next_done
+                rows.append(row)
+                _write_line(stream, row)
+                total_reward += float(row["reward"])
+                done += 1
+                progress.update(bar, advance=1, avg=total_reward / done)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return rows
+
+
+def write_summary(
+    output: Path,
+    rows: Sequence[dict[str, Any]],
+    config: dict[str, Any],
+    *,
+    partial: bool = False,
+    wall_s: float | None = None,
+    planned_episodes: int | None = None,
+) -> dict[str, Any]:
+    from tau_adapters import __version__
+
+    summary: dict[str, Any] = {
+        "domains": summarize(rows),
+        "config": config,
+        "partial": partial,
+        "episodes": len(rows),
+        "planned_episodes": planned_episodes,
+        "failed": sum(1 for row in rows if row.get("status") == "failed"),
+        "wall_s": wall_s,
+        "tau_adapters_version": __version__,
+    }
+    try:
+        from tau_adapters.domains.tau2.api import api
+
+        summary["tau2_version"] = api().version
+    except Exception:
+        summary["tau2_version"] = None
+    if any(benchmark_of(name) == "tau1" for name in summary["domains"]):
+        from tau_adapters.domains.tau1.api import TAU1_COMMIT, api1
+
+        summary["tau_bench_version"] = f"{api1().version} ({TAU1_COMMIT})"
+    (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+async def evaluate(
+    domains: Sequence[str],
+    base: EpisodeConfig,
+    *,
+    output: Path,
+    split: str | None = None,
+    num_trials: int = 1,
+    concurrency: int = 8,
+    task_ids: Sequence[str] | None = None,
+    num_tasks: int | None = None,
+    show_progress: bool = True,
+    existing: Sequence[dict[str, Any]] = (),
+    jobs: Sequence[Job] | None = None,
+    executor: Any | None = None,
+) -> dict[str, Any]:
+    """Plan, run and summarise an evaluation; returns the summary written to ``summary.json``.
+
+    `existing`: finished rows of an interrupted run (see `run_folder.prepare_run_folder`); their
+    (domain, task, trial) are not run again and the summary covers them too. `jobs`: the plan,
+    when the caller already made it (with the same arguments) to validate before any output.
+    ``executor`` (e.g. `tau_adapters.evaluation.ray_executor.RayExecutor`, started) runs the episodes
+    elsewhere; rows, files and the summary are the same as a local run's."""
+    if jobs is None:
+        jobs = plan_jobs(
+            domains,
+            base,
+            split=split,
+            num_trials=num_trials,
+            task_ids=task_ids,
+            num_tasks=num_tasks,
+        )
+    planned = len(jobs)
+    if existing:
+        done = {row_key(row) for row in existing}
+        jobs = [j for j in jobs if (j.config.domain, j.task.id, j.trial) not in done]
+    served = policy_protocol(base.policy)
+    if served is not None:  # what the endpoint is (ThunderAgent build?); refuse what cannot work
+        info = await ensure_router(served[1], served[0], thunderagent=base.thunderagent)
+        print(f"policy endpoint {info.describe()}", file=sys.stderr)
+    run_config = {
+        **base.model_dump(),
+        "domains": list(domains),
+        "split": split,
+        "num_trials": num_trials,
+        "concurrency": concurrency,
+        "task_ids": list(task_ids) if task_ids else None,
+        "num_tasks": num_tasks,
+    }
+    if executor is not None:  # at most per-node concurrency on each node
+        concurrency = min(concurrency, executor.capacity)
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    partial = True
+    try:
+        rows = await run_jobs(
+            jobs,
+            concurrency=concurrency,
+            output=output,
+            show_progress=show_progress,
+            existing=existing,
+            runner=executor.run if executor is not None else run_job,
+        )
+        partial = False
+    finally:
+        if executor is not None:
+            run_config["executor"] = executor.describe()
+        if partial:  # interrupted: summarise what was written so far
+            rows = read_rows(output / TRAJECTORIES_FILE)
+        summary = write_summary(
+            output,
+            rows,
+            run_config,
+            partial=partial,
+            wall_s=time.perf_counter() - started,
+            planned_episodes=planned,
+        )
+    return summary

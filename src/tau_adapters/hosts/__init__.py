@@ -1,0 +1,1 @@
+"""What every host adapter shares: the removal rule, groups, training rewards, host config."""

@@ -1,0 +1,167 @@
+"""What every host adapter shares, so that slime, AReaL and SkyRL train on the same numbers.
+
+- the removal policy: which finished episodes must not be trained on (infrastructure failures,
+  episodes the malformed-output policy marks for removal, episodes that produced no tokens);
+- the training reward: the configured shaper's reward (or tau2's official one), less an optional
+  penalty per malformed model turn; the official reward is always kept beside it;
+- GRPO-style group normalisation that leaves removed samples out of each group's statistics;
+- the episode configuration for a host: the host's own settings, the environment, and the
+  tokenizer/context limits the host already knows.
+
+Adapters translate their host's types to and from these; none of this imports a host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.errors import ConfigError
+
+
+def should_remove(trajectory: Any, *, evaluation: bool = False, drop_aborted: bool = False) -> bool:
+    """Whether a host must leave this episode out of training.
+
+    A failed episode (user simulator, environment or engine gave up, scoring broke) says nothing
+    about the model, so it must not train as a reward of 0; neither may an episode the
+    ``on_malformed="remove"`` policy marked, nor a token-level episode with no tokens at all.
+    ``drop_aborted``: also an aborted one (engine abort, cancellation, a deadline), for hosts that
+    cannot retry a sample. Evaluation keeps every episode (a failure there is reported, not
+    hidden)."""
+    if evaluation:
+        return False
+    if drop_aborted and trajectory.status == "aborted":
+        return True
+    transcript = getattr(trajectory, "transcript", None)
+    no_tokens = bool(getattr(trajectory, "token_level", False)) and (
+        transcript is None or not len(transcript.ids)
+    )
+    return bool(trajectory.remove_sample or trajectory.status == "failed" or no_tokens)
+
+
+def removal_reason(
+    trajectory: Any, *, evaluation: bool = False, drop_aborted: bool = False
+) -> str | None:
+    """Why `should_remove` leaves this episode out (for the host's logs and metadata), or None."""
+    if not should_remove(trajectory, evaluation=evaluation, drop_aborted=drop_aborted):
+        return None
+    detail = trajectory.error or trajectory.termination_reason
+    if trajectory.status == "failed":
+        return f"failed episode: {detail}"
+    if trajectory.remove_sample:
+        return f"removed by on_malformed=remove: {detail}"
+    if trajectory.status == "aborted":
+        return f"aborted episode: {detail}"
+    return "no tokens"
+
+
+def training_reward(trajectory: Any, *, shaped: bool = True, format_penalty: float = 0.0) -> float:
+    """The reward a host trains on: the shaper's value (``shaped``) or tau2's official reward,
+    minus ``format_penalty`` for each model turn that could not be parsed."""
+    value = trajectory.shaped_reward if shaped else trajectory.reward
+    rejected = int(trajectory.counts.get("rejected_turns", 0)) if format_penalty else 0
+    return float(value) - float(format_penalty) * rejected
+
+
+def normalise_groups(
+    values: Sequence[float],
+    groups: Sequence[Sequence[int]],
+    removed: Sequence[bool],
+    *,
+    use_std: bool = True,
+    eps: float = 1e-6,
+) -> list[float]:
+    """Per group: ``value - mean`` (divided by ``std + eps`` with `use_std`, sample std), over
+    the samples that are kept. Removed samples get 0.0 and count in no group's mean or std; a
+    group with one kept sample gets 0.0 for it (nothing to compare with)."""
+    out = [0.0] * len(values)
+    for group in groups:
+        kept = [i for i in group if not removed[i]]
+        if not kept:
+            continue
+        mean = sum(values[i] for i in kept) / len(kept)
+        var = sum((values[i] - mean) ** 2 for i in kept) / (len(kept) - 1) if len(kept) > 1 else 0.0
+        std = math.sqrt(var)
+        for i in kept:
+            out[i] = (values[i] - mean) / (std + eps) if use_std else values[i] - mean
+    return out
+
+
+def groups_of(
+    count: int, size: int, keys: Sequence[Hashable | None] | None = None
+) -> list[list[int]]:
+    """Indices grouped by `keys` when every sample has one, else consecutive blocks of `size`."""
+    if keys is not None and count and all(k is not None for k in keys):
+        found: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(keys):
+            found.setdefault(key, []).append(i)
+        return list(found.values())
+    size = max(1, int(size or 1))
+    return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
+
+
+def host_config(
+    host: str,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    policy: str,
+    tokenizer: str | None = None,
+    tokenizer_setting: str | None,
+    max_context_tokens: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> EpisodeConfig:
+    """The episode configuration for a host run: the environment (``TAU_ADAPTERS_*`` and the
+    ``TAU2_*`` names), then `settings` (the host's own config block, which wins), then what the
+    host already knows: its model's tokenizer and its context length, used where no setting names
+    them. A token-level host (`tokenizer_setting` names the host's setting) without any tokenizer
+    fails here, naming both ways to give one; text-level hosts pass ``None``."""
+    values = {k: v for k, v in (settings or {}).items() if v is not None}
+    values["policy"] = policy
+    base = EpisodeConfig.from_env(environ, **values)
+    extra: dict[str, Any] = {}
+    if not base.tokenizer and tokenizer_setting is not None:
+        if not tokenizer:
+            raise ConfigError(
+                f"the {host} adapter needs a tokenizer: set {tokenizer_setting} ({host}'s own "
+                "setting) or `tokenizer` (TAU_ADAPTERS_TOKENIZER) to a local Hugging Face "
+                "tokenizer folder"
+            )
+        extra["tokenizer"] = tokenizer
+    if max_context_tokens and not base.max_context_tokens:
+        extra["max_context_tokens"] = int(max_context_tokens)
+    config = EpisodeConfig.from_env(environ, **values, **extra) if extra else base
+    from tau_adapters.plugins import check_names
+
+    # A misspelt reward/parser/user name fails at start-up, not in every episode; the policy is
+    # the host's own engine client, not a name to look up.
+    check_names(config, check_policy=False)
+    return config
+
+
+async def rollout_within(
+    task: Any,
+    config: EpisodeConfig,
+    policy: Any,
+    *,
+    trial: int = 0,
+    split: str | None = None,
+    timeout_s: float | None = None,
+) -> Any:
+    """`tau_adapters.episode.rollout.rollout` under a host's per-episode deadline: an episode past it is
+    cancelled and comes back ``aborted`` with its partial transcript, never as an exception."""
+    from tau_adapters.episode.rollout import rollout
+
+    episode = asyncio.ensure_future(
+        rollout(task, config, policy=policy, trial=trial, split=split, on_cancel="return")
+    )
+    try:
+        done, _ = await asyncio.wait({episode}, timeout=timeout_s)
+    except asyncio.CancelledError:  # the host cancelled us: the episode must not run on orphaned
+        episode.cancel()
+        raise
+    if not done:
+        episode.cancel()
+    return await episode

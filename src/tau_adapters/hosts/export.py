@@ -1,0 +1,77 @@
+"""Task export rows in each host's dataset format (jsonl, slime, AReaL, SkyRL Parquet)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.domains import benchmark_of
+from tau_adapters.episode.tasks import TaskRef, task_refs
+from tau_adapters.episode.text_episode import text_system_prompt
+from tau_adapters.errors import ConfigError, UnknownNameError
+
+#: Row formats of `export_task_refs`.
+EXPORT_FORMATS = ("jsonl", "slime", "areal", "skyrl")
+
+#: SkyRL env ids (`tau_adapters.skyrl.register`) by benchmark.
+SKYRL_ENV_CLASS = {"tau2": "tau2", "tau1": "tau_bench"}
+
+
+def export_row(ref: TaskRef, fmt: str = "jsonl", *, parser: str | None = None) -> dict[str, Any]:
+    """One dataset row. ``slime``: ``input`` (the reference as text) and ``metadata`` (the
+    reference), for slime's default ``--input-key input --metadata-key metadata``. ``areal``:
+    the reference itself, the row `tau_adapters.areal` workflows read. ``skyrl``:
+    SkyRL's columns ``data_source``, ``prompt``, ``env_class``, ``reward_spec``, ``extra_info``
+    (the reference; SkyRL passes all but prompt and env_class to the env as ``extras``). The
+    prompt is the system prompt the env's ``init()`` opens with (parser's call format and tool
+    schemas included), so SkyRL's prompt-length filter measures what the model will see."""
+    if fmt == "slime":
+        return {"input": f"{ref.domain}/{ref.split}/{ref.task_id}", "metadata": ref.to_row()}
+    if fmt == "skyrl":
+        if parser is None:
+            parser = EpisodeConfig.from_env().parser
+        env_class = SKYRL_ENV_CLASS[benchmark_of(ref.domain)]
+        return {
+            "data_source": f"{env_class}/{ref.domain}",
+            "prompt": [{"role": "system", "content": text_system_prompt(ref.domain, parser)}],
+            "env_class": env_class,
+            "reward_spec": {
+                "method": f"{env_class}_official",
+                "ground_truth": f"{ref.domain}/{ref.split}/{ref.task_id}",
+            },
+            "extra_info": ref.to_row(),
+        }
+    return ref.to_row()
+
+
+def export_task_refs(
+    domains: Sequence[str] | str, split: str | None, output: Path, fmt: str = "jsonl"
+) -> int:
+    """Write one JSON line per task (format `fmt`; ``skyrl`` writes Parquet, which SkyRL loads
+    with ``datasets.load_dataset("parquet", ...)``); returns how many."""
+    if fmt not in EXPORT_FORMATS:
+        raise UnknownNameError("export format", fmt, EXPORT_FORMATS)
+    names = [domains] if isinstance(domains, str) else list(domains)
+    refs = [ref for name in names for ref in task_refs(name, split)]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "skyrl":
+        _write_parquet([export_row(ref, fmt) for ref in refs], output)
+        return len(refs)
+    with output.open("w", encoding="utf-8") as stream:
+        for ref in refs:
+            stream.write(json.dumps(export_row(ref, fmt)) + "\n")
+    return len(refs)
+
+
+def _write_parquet(rows: list[dict[str, Any]], output: Path) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(
+            "--format skyrl writes Parquet and needs pyarrow: pip install 'tau-adapters[skyrl]'"
+        ) from None
+    pq.write_table(pa.Table.from_pylist(rows), output)

@@ -1,0 +1,1 @@
+"""Rewards: the official reward and the opt-in shapers (partial credit, curriculum)."""

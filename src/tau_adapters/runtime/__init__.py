@@ -1,0 +1,1 @@
+"""Runtime: the background loop, CPU scheduling, the HTTP client, logging and GC hygiene."""

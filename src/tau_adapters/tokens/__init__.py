@@ -1,0 +1,1 @@
+"""Tokens: chat templates, the template probe, the token transcript, tokenizers, chat messages."""

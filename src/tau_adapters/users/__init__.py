@@ -1,0 +1,1 @@
+"""Who plays the customer: the scripted user, the LLM user simulator, tau-bench v1's strategies."""

@@ -1,0 +1,147 @@
+"""The LLM user simulator: a model plays the customer, as in tau2.
+
+Same role as tau2's `UserSimulator`: tau2's simulation guidelines plus the task's user scenario as
+the system prompt, the conversation shown with roles flipped (the agent speaks as "user"), the same
+stop signals, and in telecom the user's own tools (the session executes them on the user-side state
+and feeds the results back). Two transports: litellm (any provider) and a plain OpenAI-compatible
+endpoint (a local SGLang/vLLM server) with no litellm in the path.
+
+Never blocks the event loop (both transports are async), limits concurrent calls per endpoint,
+retries timeouts, 429, 5xx and connection errors with backoff, and after the last attempt raises
+`EndpointError`, which the session turns into a ``user_error`` termination with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.domains.names import benchmark_of
+from tau_adapters.domains.tau2.api import api
+from tau_adapters.runtime.http_client import EndpointError
+from tau_adapters.tokens.chat_messages import tool_calls_from_openai
+from tau_adapters.users.transport import endpoint_limit, make_transport
+
+
+class LLMUser:
+    """A per-episode LLM user; one instance per episode (it keeps the conversation)."""
+
+    def __init__(self, transport: Any, config: EpisodeConfig) -> None:
+        self.transport = transport
+        self.config = config
+        self.messages: list[dict[str, Any]] = []
+        self.tools: list[dict[str, Any]] | None = None
+        self.usage: dict[str, Any] = {
+            "calls": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost": 0.0,
+        }
+        self.seed: int | None = None
+
+    async def start(self, context: Any, history: list[Any]) -> None:
+        tools = list(context.user_tools or [])
+        self.tools = tools or None
+        prompt = api().user_system_prompt(context.task, with_tools=bool(tools))
+        self.messages = [{"role": "system", "content": prompt}]
+        self.seed = context.seed
+        for message in history:
+            self._remember_incoming(message)
+
+    def _remember_incoming(self, message: Any) -> None:
+        role = getattr(message, "role", None)
+        if role == "assistant" and message.content:
+            self.messages.append({"role": "user", "content": message.content})
+        elif role == "tool":
+            for sub in getattr(message, "tool_messages", None) or [message]:
+                self.messages.append(
+                    {"role": "tool", "tool_call_id": sub.id, "content": sub.content or ""}
+                )
+        elif role == "user":  # the user's own earlier words (task history)
+            self.messages.append(_own_turn(message.content, message.tool_calls))
+
+    async def respond(self, message: Any) -> Any:
+        t = api()
+        self._remember_incoming(message)
+        config = self.config
+        payload: dict[str, Any] = {
+            "messages": self.messages,
+            "temperature": config.user_temperature,
+            **({"seed": self.seed} if self.seed is not None else {}),
+            **({"max_tokens": config.user_max_tokens} if config.user_max_tokens else {}),
+            # tau2 offers the user's tools with tool_choice "auto" (its `generate`).
+            **({"tools": self.tools, "tool_choice": "auto"} if self.tools else {}),
+            **config.user_extra_body,
+        }
+        # tau2 asks again when the model returns neither text nor tool calls (a thinking model
+        # that spent its budget, a flaky server): up to `user_empty_retries` more times.
+        for _ in range(config.user_empty_retries + 1):
+            async with endpoint_limit(self.transport.key, config.user_concurrency):
+                reply, usage = await self.transport.complete(payload)
+            self.usage["calls"] += 1
+            for key in ("prompt_tokens", "completion_tokens"):
+                self.usage[key] += int(usage.get(key) or 0)
+            self.usage["cost"] += float(usage.get("cost") or 0.0)
+            content = reply.get("content") or None
+            if reply.get("tool_calls") or (isinstance(content, str) and content.strip()):
+                break
+        else:
+            raise EndpointError(
+                "user simulator returned an empty reply (no text, no tool calls) "
+                f"{config.user_empty_retries + 1} times"
+            )
+        calls, error = tool_calls_from_openai(
+            reply.get("tool_calls"), requestor="user", id_prefix=f"user_call_{self.usage['calls']}"
+        )
+        if error is not None:
+            raise EndpointError(f"user simulator sent a malformed tool call: {error}")
+        self.messages.append(_own_turn(content, calls))
+        return t.UserMessage(
+            role="user",
+            content=content,
+            tool_calls=calls or None,
+            usage={k: usage.get(k) for k in ("prompt_tokens", "completion_tokens") if k in usage}
+            or None,
+            cost=float(usage.get("cost") or 0.0),
+        )
+
+    async def close(self) -> None:
+        return None
+
+
+def _own_turn(content: str | None, calls: Any) -> dict[str, Any]:
+    """The user's own turn as the model sees it again (role "assistant"), encoded as tau2 does:
+    no ``content`` key when the turn is only tool calls, arguments as ASCII-escaped JSON."""
+    entry: dict[str, Any] = {"role": "assistant"}
+    if content is not None or not calls:
+        entry["content"] = content or ""
+    if calls:
+        entry["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for call in calls
+        ]
+    return entry
+
+
+def _llm_user(kind: str, arg: str | None, config: EpisodeConfig) -> Any:
+    transport = make_transport(kind, arg, config)
+    if benchmark_of(config.domain) == "tau1":  # tau-bench v1 plays its own user strategies
+        from tau_adapters.users.tau1 import Tau1User
+
+        return Tau1User(transport, config)
+    return LLMUser(transport, config)
+
+
+def make_litellm_user(arg: str | None, config: EpisodeConfig) -> Any:
+    """``litellm:MODEL``: any litellm provider plays the user."""
+    return _llm_user("litellm", arg, config)
+
+
+def make_openai_user(arg: str | None, config: EpisodeConfig) -> Any:
+    """``openai:URL`` (with ``--user-model``): an OpenAI-compatible endpoint plays the user."""
+    return _llm_user("openai", arg, config)

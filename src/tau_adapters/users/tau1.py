@@ -1,0 +1,195 @@
+"""tau-bench v1's user strategies (llm, react, verify, reflection) over our user-simulator transports.
+
+The strategies are v1's own classes (`tau_bench.envs.user`): their prompts, their parsing of ReAct
+answers, their verify/reflect loops. What changes is where their model calls go. v1 calls litellm's
+synchronous ``completion`` (a module global of ``tau_bench.envs.user``); that name is replaced once,
+process-wide, by a router. A call made from one of our episodes (marked by a context variable set on
+the worker thread) goes through the episode's transport (litellm or a plain OpenAI-compatible
+endpoint, with our retries, per-endpoint concurrency limit and usage accounting) on the host's
+event loop; any other call goes to litellm exactly as before.
+
+v1's code is synchronous, so each model call runs on a worker thread (its own pool, since these
+threads mostly wait on the network) while the event loop stays free. Two v1 quirks are avoided:
+v1's constructors already call the model once with no instruction (that answer is never used), so
+the strategy object is created without its constructor; and v1's ``reset`` answers the fixed
+greeting "Hi! How can I help you today?", which is the greeting the session opens with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.domains.tau2.api import api
+from tau_adapters.errors import ConfigError
+from tau_adapters.runtime.http_client import EndpointError
+from tau_adapters.users.transport import endpoint_limit
+
+#: v1's strategy names (``UserStrategy`` values) and their classes in ``tau_bench.envs.user``.
+STRATEGIES: dict[str, str] = {
+    "llm": "LLMUserSimulationEnv",
+    "react": "ReactUserSimulationEnv",
+    "verify": "VerifyUserSimulationEnv",
+    "reflection": "ReflectionUserSimulationEnv",
+}
+
+_route: contextvars.ContextVar[_Route | None] = contextvars.ContextVar(
+    "tau1_user_route", default=None
+)
+_patch_lock = threading.Lock()
+_original_completion: Any = None
+
+
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=256, thread_name_prefix="tau-adapters-tau1-user")
+
+
+@dataclass
+class _Message:
+    content: str | None
+
+    def model_dump(self) -> dict[str, Any]:
+        return {"role": "assistant", "content": self.content or ""}
+
+
+@dataclass
+class _Choice:
+    message: _Message
+
+
+class _Response:
+    """The parts of litellm's ``ModelResponse`` that v1's user code reads."""
+
+    def __init__(self, content: str | None, cost: float) -> None:
+        self.choices = [_Choice(_Message(content))]
+        self._hidden_params = {"response_cost": cost}
+
+
+class _Route:
+    """Where one episode's v1 model calls go: its transport, on the host's event loop."""
+
+    def __init__(self, user: Tau1User, loop: asyncio.AbstractEventLoop) -> None:
+        self.user = user
+        self.loop = loop
+
+    def complete(self, messages: list[dict[str, Any]]) -> _Response:
+        future = asyncio.run_coroutine_threadsafe(self.user._complete(messages), self.loop)
+        retry = self.user.config
+        limit = retry.user_timeout_s * retry.user_attempts + 60.0
+        content, cost = future.result(timeout=limit)
+        return _Response(content, cost)
+
+
+def _routed_completion(*args: Any, **kwargs: Any) -> Any:
+    route = _route.get()
+    if route is None:
+        return _original_completion(*args, **kwargs)
+    return route.complete(list(kwargs["messages"]))
+
+
+def _install_router(user_module: Any) -> None:
+    global _original_completion
+    with _patch_lock:
+        if user_module.completion is not _routed_completion:
+            _original_completion = user_module.completion
+            user_module.completion = _routed_completion
+
+
+def strategy_class(name: str) -> Any:
+    """v1's class for a strategy name (``ConfigError`` naming the valid ones otherwise)."""
+    if name not in STRATEGIES:
+        raise ConfigError(
+            f"setting 'user_strategy': {name!r} is not a tau-bench v1 user strategy; "
+            f"valid: {', '.join(STRATEGIES)}"
+        )
+    from tau_adapters.domains.tau1.api import api1
+
+    return getattr(api1().user_module, STRATEGIES[name])
+
+
+class Tau1User:
+    """A per-episode v1 user simulator (strategy from ``config.user_strategy``)."""
+
+    def __init__(self, transport: Any, config: EpisodeConfig) -> None:
+        self.transport = transport
+        self.config = config
+        self.strategy = config.user_strategy
+        self._cls = strategy_class(self.strategy)
+        self.usage: dict[str, Any] = {
+            "calls": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost": 0.0,
+        }
+        self.seed: int | None = None
+        self._sim: Any = None
+        self._instruction: str | None = None
+
+    async def start(self, context: Any, history: list[Any]) -> None:
+        from tau_adapters.domains.tau1.api import api1
+
+        _install_router(api1().user_module)
+        cls = self._cls
+        sim = object.__new__(cls)  # v1's constructor would call the model once, for nothing
+        sim.model = self.transport.model
+        sim.provider = None
+        sim.total_cost = 0.0
+        sim.messages = []
+        attempts = inspect.signature(cls.__init__).parameters.get("max_attempts")
+        if attempts is not None:
+            sim.max_attempts = attempts.default
+        self._sim = sim
+        self._instruction = str(context.task.user_scenario.instructions)
+        self.seed = context.seed
+
+    async def respond(self, message: Any) -> Any:
+        t = api()
+        if self._sim.messages:
+            text = await self._run(self._sim.step, message.content or "")
+        else:
+            text = await self._run(self._sim.reset, self._instruction)
+        if not isinstance(text, str) or not text:
+            raise EndpointError(f"user simulator returned no text: {text!r}")
+        return t.UserMessage(role="user", content=text)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        route = _Route(self, asyncio.get_running_loop())
+
+        def work() -> Any:
+            token = _route.set(route)
+            try:
+                return fn(*args)
+            finally:
+                _route.reset(token)
+
+        return await asyncio.get_running_loop().run_in_executor(_executor(), work)
+
+    async def _complete(self, messages: list[dict[str, Any]]) -> tuple[str | None, float]:
+
+        config = self.config
+        payload: dict[str, Any] = {
+            "messages": [{"role": m["role"], "content": m.get("content") or ""} for m in messages],
+            "temperature": config.user_temperature,
+            **({"seed": self.seed} if self.seed is not None else {}),
+            **({"max_tokens": config.user_max_tokens} if config.user_max_tokens else {}),
+            **config.user_extra_body,
+        }
+        async with endpoint_limit(self.transport.key, config.user_concurrency):
+            reply, usage = await self.transport.complete(payload)
+        self.usage["calls"] += 1
+        for key in ("prompt_tokens", "completion_tokens"):
+            self.usage[key] += int(usage.get(key) or 0)
+        cost = float(usage.get("cost") or 0.0)
+        self.usage["cost"] += cost
+        return reply.get("content"), cost
+
+    async def close(self) -> None:
+        return None
