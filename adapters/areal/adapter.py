@@ -6,7 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from areal.api.workflow_api import RolloutWorkflow
@@ -16,13 +16,14 @@ from tau_adapters.episode.tasks import TaskRef
 from tau_adapters.errors import ConfigError
 from tau_adapters.hosts.common import (
     host_config,
-    normalise_groups,
     rollout_within,
+    run_group,
     should_remove,
     training_reward,
 )
 from tau_adapters.runtime.http_client import EndpointError
 from tau_adapters.runtime.logs import get_logger
+from tau_adapters.runtime.mappings import as_mapping
 
 log = get_logger("tau_adapters.areal")
 
@@ -45,13 +46,12 @@ class ArealOptions:
 
 def _plain(value: Any) -> dict[str, Any]:
     """A dict from a mapping, a dataclass (AReaL's configs) or an OmegaConf node."""
-    if value is None:
-        return {}
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if hasattr(value, "items"):
-        return {str(k): v for k, v in value.items()}
-    raise ConfigError(f"expected a mapping for the AReaL config block, got {type(value).__name__}")
+    values = as_mapping(value)
+    if values is None or isinstance(value, str):
+        raise ConfigError(
+            f"expected a mapping for the AReaL config block, got {type(value).__name__}"
+        )
+    return values
 
 
 def config_from_econfig(
@@ -131,13 +131,13 @@ def config_from_econfig(
 def task_ref_from_row(data: Mapping[str, Any], config: EpisodeConfig) -> TaskRef:
     """A dataset row ``{domain, split, task_id}`` (``tau-adapters tasks export --format
     areal``), or AReaL's tau2 example's ``{task_id, split}`` with the domain from ``econfig``."""
-    if "task_id" not in data:
-        raise ConfigError(
-            "an AReaL data row does not name a tau2 task: expected {domain, split, task_id} "
-            f"(write it with `tau-adapters tasks export --format areal`); got keys {sorted(data)}"
-        )
-    split = data.get("split") or config.split or "test"
-    return TaskRef(str(data.get("domain") or config.domain), str(split), str(data["task_id"]))
+    return TaskRef.parse(
+        data,
+        default_domain=config.domain,
+        default_split=config.split or "test",
+        what="an AReaL data row",
+        hint="write it with `tau-adapters tasks export --format areal`",
+    )
 
 
 class ArealEngineClient:
@@ -225,16 +225,6 @@ def trajectory_tensors(
     return concat_padded_tensors(rows)
 
 
-def _is_eval() -> bool:
-    """Whether AReaL runs this episode for evaluation (kept even when it failed)."""
-    try:
-        from areal.infra import workflow_context
-
-        return bool(workflow_context.get().is_eval)
-    except Exception:
-        return False
-
-
 def _verdict(trajectory: Any, ref: TaskRef, options: ArealOptions) -> float | None:
     """The training reward, or None where the removal policy drops the episode (AReaL cannot
     retry a sample, so an aborted one is dropped too); logged in AReaL's stats tracker."""
@@ -298,24 +288,20 @@ class Tau2Workflow(RolloutWorkflow):
         size = self.options.group_size
         if size == 1:
             one = await self._episode(engine, data, int(data.get("trial", 0)))
-            return None if one is None else trajectory_tensors(*one, self.options)
-        runs = await asyncio.gather(*(self._episode(engine, data, k) for k in range(size)))
-        removed = [run is None for run in runs]
-        if all(removed):
+            return None if one is None else trajectory_tensors(*one[0], one[1], self.options)
+        kept = await run_group(
+            lambda k: self._episode(engine, data, k), size, use_std=self.options.group_std
+        )
+        if not kept:
             return None
-        rewards = [0.0 if run is None else run[2] for run in runs]
-        values = normalise_groups(rewards, [range(size)], removed, use_std=self.options.group_std)
         from areal.utils.data import concat_padded_tensors
 
-        rows = [
-            trajectory_tensors(run[0], run[1], value, self.options)
-            for run, value in zip(runs, values, strict=True)
-            if run is not None
-        ]
-        return concat_padded_tensors(rows)
+        return concat_padded_tensors(
+            [trajectory_tensors(*run, value, self.options) for run, value in kept]
+        )
 
     async def _episode(self, engine: Any, data: dict[str, Any], trial: int) -> Any:
-        """One episode: (trajectory, per-turn weight versions, training reward), or None."""
+        """One episode: ((trajectory, per-turn weight versions), training reward), or None."""
         from tau_adapters.agents.token_policy import SGLangPolicy
 
         ref = task_ref_from_row(data, self.config)
@@ -331,7 +317,7 @@ class Tau2Workflow(RolloutWorkflow):
         reward = _verdict(trajectory, ref, self.options)
         if reward is None or trajectory.transcript is None or not trajectory.transcript.ids:
             return None
-        return trajectory, client.versions, reward
+        return (trajectory, client.versions), reward
 
 
 def _areal_gconfig(gconfig: Any) -> Any:

@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 
 from tau_adapters.config import EpisodeConfig
+from tau_adapters.episode.rollout import Trajectory
 from tau_adapters.episode.tasks import TaskRef
-from tau_adapters.episode.text_episode import TextEpisode, turns_needed
+from tau_adapters.episode.text_episode import SyncTextEpisode, turns_needed
 from tau_adapters.errors import ConfigError
-from tau_adapters.hosts.common import removal_reason
-from tau_adapters.runtime import background_loop
+from tau_adapters.hosts.common import aggregate_episode_metrics
+from tau_adapters.hosts.samples import episode_metadata
 from tau_adapters.runtime.logs import get_logger
+from tau_adapters.runtime.mappings import as_mapping
 
 logger = get_logger("tau_adapters.skyrl")
 
@@ -58,8 +59,8 @@ def config_from_env_config(env_config: Any = None) -> EpisodeConfig:
     """The episode settings: ``TAU_ADAPTERS_*`` / ``TAU2_*`` environment variables, overridden by
     ``env_config`` (SkyRL's ``environment.skyrl_gym.<env id>`` block, a dict or an OmegaConf
     node) with the same names as `EpisodeConfig`. Raises `ConfigError` naming a bad setting."""
-    overrides = _plain(env_config) if env_config is not None else {}
-    if not isinstance(overrides, dict):
+    overrides = as_mapping(env_config)
+    if overrides is None:
         raise ConfigError(
             f"SkyRL env_config for tau2 must be a mapping of EpisodeConfig settings, got "
             f"{type(env_config).__name__}"
@@ -71,20 +72,13 @@ def task_ref_from_extras(extras: Mapping[str, Any], config: EpisodeConfig) -> Ta
     """The task a dataset row names: ``extra_info`` {domain, split, task_id} (what
     ``tau-adapters tasks export --format skyrl`` writes), else ``reward_spec["ground_truth"]``
     as ``domain/split/task_id``."""
-    info = extras.get("extra_info")
-    info = _plain(info) if info is not None else {}
-    if isinstance(info, dict) and info.get("task_id") is not None and info.get("domain"):
-        split = info.get("split") or config.split
-        return TaskRef(str(info["domain"]), str(split), str(info["task_id"]))
-    spec = _plain(extras.get("reward_spec")) or {}
-    truth = spec.get("ground_truth") if isinstance(spec, dict) else None
-    parts = truth.split("/") if isinstance(truth, str) else []
-    if len(parts) == 3 and all(parts):
-        return TaskRef(*parts)
-    raise ConfigError(
-        "a SkyRL dataset row does not name a tau2 task: expected extra_info {domain, split, "
-        "task_id} (write the dataset with `tau-adapters tasks export --format skyrl`); got "
-        f"extra_info={info!r}, reward_spec={spec!r}"
+    spec = as_mapping(extras.get("reward_spec")) or {}
+    return TaskRef.parse(
+        extras.get("extra_info"),
+        spec.get("ground_truth"),
+        default_split=config.split,
+        what="a SkyRL dataset row",
+        hint="write the dataset with `tau-adapters tasks export --format skyrl`",
     )
 
 
@@ -128,101 +122,64 @@ class Tau2Env(BaseTextEnv):
         extras = dict(extras or {})
         self.extras = extras
         self.max_turns = _max_turns(extras.get("max_turns"))
-        self._lock = threading.Lock()
-        self._episode: TextEpisode | None = None
-        self._trajectory: Any | None = None
-        self._failure: str | None = None
-        self._closed = False
         self.config: EpisodeConfig | None = None
         self.ref: TaskRef | None = None
+        self._run: SyncTextEpisode | None = None
+        self._failure: str | None = None
+        self._closed = False
         try:
             self.config = config_from_env_config(env_config)
             self.ref = task_ref_from_extras(extras, self.config)
-            self._timeout = self.config.user_timeout_s * self.config.user_attempts + 60.0
-            self._episode = TextEpisode(
-                self.ref,
-                self.config,
-                trial=int(_plain(extras.get("extra_info") or {}).get("trial") or 0),
-                max_turns=self.max_turns,
+            trial = int((as_mapping(extras.get("extra_info")) or {}).get("trial") or 0)
+            self._run = SyncTextEpisode(
+                self.ref, self.config, trial=trial, max_turns=self.max_turns
             )
         except Exception as exc:  # construction runs inside SkyRL's agent loop: never raise
-            self._fail(f"environment could not be built: {exc}")
+            self._failure = f"environment could not be built: {exc}"
+            logger.warning("tau2 episode failed (reward 0, not trained on): %s", self._failure)
 
     # -- skyrl-gym API ---------------------------------------------------------------------------
     def init(self, prompt: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The system prompt (domain policy, call format, tool schemas) and the opening exchange;
         they replace the row's prompt, which only names the task."""
-        with self._lock:
-            episode = self._episode
-            if episode is None:
-                return list(prompt or []), self._info()
-            try:
-                self._warn_turn_limit(episode)
-                messages = background_loop.call(episode.start(), self._timeout)
-            except Exception as exc:
-                self._abandon(episode)
-                self._fail(f"episode start failed: {exc!r}")
-                return list(prompt or []), self._info()
-            if episode.done:
-                self._trajectory = episode.trajectory
-            return messages, self._info()
+        messages = None
+        if self._run is not None:
+            self._warn_turn_limit(self._run)
+            messages = self._run.start()
+        return (messages if messages is not None else list(prompt or [])), self._info()
 
     def step(self, action: str) -> BaseTextEnvStepOutput:
         """Parse the model's text, run tools or the user simulator; the reward at the end."""
-        with self._lock:
-            self.turns += 1
-            episode = self._episode
-            if self._trajectory is None and self._failure is None and episode is not None:
-                try:
-                    turn = background_loop.call(episode.step(action), self._timeout)
-                except Exception as exc:
-                    self._abandon(episode)
-                    self._fail(f"environment step failed: {exc!r}")
-                else:
-                    if not turn.done:
-                        return BaseTextEnvStepOutput(
-                            observations=turn.observation,
-                            reward=0.0,
-                            done=False,
-                            metadata={},
-                            postprocessed_action=None,
-                        )
-                    self._trajectory = turn.trajectory
-            elif self._trajectory is None and self._failure is None:
-                self._fail("step() before a successful init()")
-            self._release()
-            metadata = self._final_metadata()
+        self.turns += 1
+        observation = self._run.step(action) if self._run is not None else None
+        if observation is not None:
             return BaseTextEnvStepOutput(
-                observations=[],
-                reward=metadata["reward"],
-                done=True,
-                metadata=metadata,
+                observations=observation, reward=0.0, done=False, metadata={},
                 postprocessed_action=None,
-            )
+            )  # fmt: skip
+        metadata = self._final_metadata()
+        return BaseTextEnvStepOutput(
+            observations=[], reward=metadata["reward"], done=True, metadata=metadata,
+            postprocessed_action=None,
+        )  # fmt: skip
 
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
+        if not self._closed:
             self._closed = True
-            self._finish_unfinished()
-            self._release()
+            if self._run is not None:
+                self._run.finish()
 
     def get_metrics(self) -> dict[str, Any]:
         """Per episode: success, reward, turns, tool calls/errors, parse errors, termination
         reason, status and the do-not-train flag. An unfinished episode (the host stopped at its
         length limit) is ended here as truncated."""
-        with self._lock:
-            self._finish_unfinished()
-            metadata = self._final_metadata()
+        if self._run is not None:
+            self._run.finish()
+        metadata = self._final_metadata()
+        keys = ("reward", "raw_reward", "turns", "tool_calls", "tool_errors", "parse_errors")
         return {
             "success": float(metadata["raw_reward"] >= 1.0),
-            "reward": metadata["reward"],
-            "raw_reward": metadata["raw_reward"],
-            "turns": metadata["turns"],
-            "tool_calls": metadata["tool_calls"],
-            "tool_errors": metadata["tool_errors"],
-            "parse_errors": metadata["parse_errors"],
+            **{key: metadata[key] for key in keys},
             "remove_sample": float(metadata["remove_sample"]),
             "termination_reason": metadata["termination_reason"],
             "status": metadata["status"],
@@ -231,132 +188,64 @@ class Tau2Env(BaseTextEnv):
     @staticmethod
     def aggregate_metrics(metrics: list[dict[str, Any]]) -> dict[str, Any]:
         """Means of the numbers; shares of each termination reason and status."""
-        if not metrics:
-            return {}
-        out: dict[str, Any] = {}
-        numbers: dict[str, list[float]] = {}
-        reasons: Counter[str] = Counter()
-        statuses: Counter[str] = Counter()
-        for entry in metrics:
-            for key, value in entry.items():
-                if isinstance(value, bool | int | float):
-                    numbers.setdefault(key, []).append(float(value))
-            reasons[str(entry.get("termination_reason"))] += 1
-            statuses[str(entry.get("status"))] += 1
-        for key, values in numbers.items():
-            out[key] = sum(values) / len(values)
-        for reason, count in reasons.items():
-            out[f"termination/{reason}"] = count / len(metrics)
-        for status, count in statuses.items():
-            out[f"status/{status}"] = count / len(metrics)
-        return out
+        return aggregate_episode_metrics(metrics)
 
     @property
     def trajectory(self) -> Any | None:
         """The finished episode (tau2 messages, reward info, counts), for logging or saving with
         ``trajectory.to_row()``; None while it runs or when it could not run."""
-        return self._trajectory
+        return self._run.trajectory if self._run is not None else None
 
     # -- internals -------------------------------------------------------------------------------
     def _info(self) -> dict[str, Any]:
         ref = self.ref
         return {"task": ref.to_row() if ref is not None else None, "max_turns": self.max_turns}
 
-    def _warn_turn_limit(self, episode: TextEpisode) -> None:
+    def _warn_turn_limit(self, run: SyncTextEpisode) -> None:
         if self.max_turns is None:
             return
-        needed = turns_needed(episode.ref.load())
-        key = (episode.ref.domain, self.max_turns)
+        try:
+            needed = turns_needed(run.ref.load())
+        except Exception:  # a task that does not load: start() reports it as the failure
+            return
+        key = (run.ref.domain, self.max_turns)
         if self.max_turns >= needed or key in _warned:
             return
         _warned.add(key)
         message = (
             f"SkyRL's turn limit cuts tau2 episodes: generator.max_turns={self.max_turns} (SkyRL "
             f"overwrites extras['max_turns'] with it; its default is 1), but task "
-            f"{episode.ref.domain}/{episode.ref.task_id} needs at least {needed} model turns to "
+            f"{run.ref.domain}/{run.ref.task_id} needs at least {needed} model turns to "
             f"succeed. Cut episodes end as truncated with reward 0. Set generator.max_turns=30 "
             f"(or more) in the SkyRL command."
         )
         logger.warning(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    def _fail(self, reason: str) -> None:
-        if self._failure is None and self._trajectory is None:
-            self._failure = reason
-            logger.warning("tau2 episode failed (reward 0, not trained on): %s", reason)
-
-    def _abandon(self, episode: TextEpisode) -> None:
-        try:
-            background_loop.call(episode.cancel(), 30.0)
-        except Exception as exc:  # best effort: the episode is failed either way
-            logger.warning("could not cancel a tau2 episode: %r", exc)
-
-    def _finish_unfinished(self) -> None:
-        episode = self._episode
-        if episode is None or self._trajectory is not None or self._failure is not None:
-            return
-        try:
-            self._trajectory = background_loop.call(episode.stop(), self._timeout)
-        except Exception as exc:
-            self._abandon(episode)
-            self._fail(f"ending the episode failed: {exc!r}")
-
-    def _release(self) -> None:
-        self._episode = None  # keeps RSS flat: the session, its env and queues go with it
-
     def _final_metadata(self) -> dict[str, Any]:
-        trajectory = self._trajectory
-        ref = self.ref
-        base: dict[str, Any] = {
-            "domain": ref.domain if ref else None,
-            "split": ref.split if ref else None,
-            "task_id": ref.task_id if ref else None,
-        }
-        if trajectory is None:
-            reason = self._failure or "the episode did not run"
-            base.update(
-                reward=0.0,
-                raw_reward=0.0,
-                shaped_reward=0.0,
-                reward_info=None,
-                termination_reason="agent_error",
-                status="failed",
-                error=reason,
-                turns=self.turns,
-                tool_calls=0,
-                tool_errors=0,
-                parse_errors=0,
-                remove_sample=True,
-                removal_reason=reason,
+        trajectory = self.trajectory
+        if trajectory is None:  # never ran, or broke: a failed episode, never trained on
+            ref, config = self.ref, self.config
+            trajectory = Trajectory.failed(
+                ref.domain if ref else "",
+                ref.split if ref else None,
+                ref.task_id if ref else "",
+                trial=0,
+                seed=config.seed if config else 0,
+                error=self._failure
+                or (self._run.failure if self._run is not None else None)
+                or "the episode did not run",
+                benchmark="tau2" if ref is None else None,
             )
-        else:
-            removal = removal_reason(trajectory)
-            counts = trajectory.counts
-            base.update(
-                reward=0.0 if removal else float(trajectory.shaped_reward),
-                raw_reward=float(trajectory.reward),
-                shaped_reward=float(trajectory.shaped_reward),
-                reward_info=(
-                    trajectory.reward_info.model_dump(mode="json")
-                    if trajectory.reward_info is not None
-                    else None
-                ),
-                termination_reason=trajectory.termination_reason,
-                status=trajectory.status,
-                error=trajectory.error,
-                turns=counts.get("agent_turns", 0),
-                tool_calls=counts.get("tool_calls", 0),
-                tool_errors=counts.get("tool_errors", 0),
-                parse_errors=counts.get("rejected_turns", 0),
-                remove_sample=removal is not None,
-                removal_reason=removal,
-            )
-            if trajectory.shaped is not None:
-                base["reward_shaping"] = trajectory.shaped.to_json()
-        base["do_not_train"] = base["remove_sample"]
-        if base["remove_sample"]:
-            base["how_to_filter"] = FILTER_HINT
-        return base
+        metadata = episode_metadata(trajectory)
+        if self.trajectory is None:
+            metadata["turns"] = self.turns
+        # SkyRL trains on the step's reward: the configured (shaped) one, 0 for a removed sample.
+        metadata["reward"] = 0.0 if metadata["remove_sample"] else metadata["shaped_reward"]
+        metadata["do_not_train"] = metadata["remove_sample"]
+        if metadata["remove_sample"]:
+            metadata["how_to_filter"] = FILTER_HINT
+        return metadata
 
 
 def mask_removed_sample(output: Any) -> bool:
@@ -385,19 +274,3 @@ def _max_turns(value: Any) -> int | None:
     except (TypeError, ValueError):
         return None
     return number if number > 0 else None
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf nodes (SkyRL's config) as plain containers; anything else unchanged."""
-    if value is None:
-        return None
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, DictConfig | ListConfig):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - skyrl-gym depends on omegaconf
-        pass
-    if isinstance(value, Mapping):
-        return dict(value)
-    return value

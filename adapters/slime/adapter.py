@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.episode.tasks import TaskRef
 from tau_adapters.errors import ConfigError
-from tau_adapters.hosts.common import groups_of, host_config, normalise_groups, should_remove
+from tau_adapters.hosts.common import (
+    groups_of,
+    has_spread,
+    host_config,
+    normalise_groups,
+    shape_from_metadata,
+)
+from tau_adapters.hosts.samples import episode_metadata, top_p_replay
 
 #: slime sampling parameters passed through to the engine (the adapter owns max_new_tokens).
 PASSTHROUGH_SAMPLING = (
-    "top_k",
-    "min_p",
-    "sampling_seed",
-    "stop",
-    "stop_token_ids",
-    "min_new_tokens",
-    "repetition_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "spaces_between_special_tokens",
-    "custom_params",
-)
+    "top_k", "min_p", "sampling_seed", "stop", "stop_token_ids", "min_new_tokens",
+    "repetition_penalty", "frequency_penalty", "presence_penalty",
+    "spaces_between_special_tokens", "custom_params",
+)  # fmt: skip
 GRPO_FAMILY = ("grpo", "gspo", "cispo", "reinforce_plus_plus_baseline")
 
 _configs: dict[int, tuple[Any, EpisodeConfig]] = {}
@@ -56,24 +53,13 @@ def router_url(args: Any) -> str:
 def task_ref_from_sample(sample: Any, default_split: str | None = None) -> TaskRef:
     """The task a sample names: ``metadata`` {domain, split, task_id} (what ``tau-adapters tasks
     export --format slime`` writes), or a ``domain/split/task_id`` prompt string."""
-    metadata = sample.metadata
-    if isinstance(metadata, str):
-        try:
-            metadata = json.loads(metadata)
-        except json.JSONDecodeError:
-            metadata = {}
-    metadata = metadata if isinstance(metadata, dict) else {}
-    if "task_id" in metadata and "domain" in metadata:
-        split = metadata.get("split") or default_split
-        return TaskRef(str(metadata["domain"]), str(split), str(metadata["task_id"]))
-    prompt = sample.prompt if isinstance(sample.prompt, str) else ""
-    parts = prompt.strip().split("/")
-    if len(parts) == 3 and all(parts):
-        return TaskRef(parts[0], parts[1], parts[2])
-    raise ConfigError(
-        "a slime sample does not name a tau2 task: expected metadata {domain, split, task_id} "
-        "(write the dataset with `tau-adapters tasks export --format slime`, and keep slime's "
-        f"--metadata-key at its default 'metadata'); got metadata={metadata!r}, prompt={prompt[:80]!r}"
+    return TaskRef.parse(
+        sample.metadata,
+        sample.prompt,
+        default_split=default_split,
+        what="a slime sample",
+        hint="write the dataset with `tau-adapters tasks export --format slime`, and keep "
+        "slime's --metadata-key at its default 'metadata'",
     )
 
 
@@ -145,40 +131,6 @@ async def generate(
     return sample
 
 
-def top_p_replay(transcript: Any, turns: Sequence[Any]) -> tuple[list[int], list[int]]:
-    """slime's top-p replay arrays over the response part: each sampled token keeps the set the
-    engine reported; template and observation tokens get empty spans (offsets has one entry more
-    than the response)."""
-    ids: list[int] = []
-    offsets = [0]
-    model_turns = iter(turns)
-    for span in transcript.spans[1:]:
-        length = span.end - span.start
-        data = next(model_turns, None) if span.kind == "model" else None
-        if span.kind == "model" and data is None and length:
-            raise ConfigError(
-                "slime asked for top-p replay (--rollout-top-p below 1.0) but the engine returned "
-                "no top-p token data: use an SGLang build that supports return_top_p_token_ids, "
-                "or --rollout-top-p 1.0"
-            )
-        if data is None:
-            offsets.extend([offsets[-1]] * length)
-            continue
-        kept, kept_offsets = data
-        base = len(ids)
-        ids.extend(kept)
-        offsets.extend(base + o for o in kept_offsets[1:])
-    return ids, offsets
-
-
-_STATUS = {
-    "completed": "COMPLETED",
-    "truncated": "TRUNCATED",
-    "aborted": "ABORTED",
-    "failed": "FAILED",
-}
-
-
 def fill_sample(
     sample: Any,
     trajectory: Any,
@@ -202,45 +154,15 @@ def fill_sample(
     else:
         _placeholder_tokens(sample, template)
     sample.reward = float(trajectory.reward)
-    sample.status = Sample.Status[_STATUS[trajectory.status]]
+    sample.status = Sample.Status[str(trajectory.status).upper()]  # same four names
     # Failed episodes (user simulator, environment, engine gave up) must not train with reward 0.
-    remove = should_remove(trajectory) or not ids
+    fields = episode_metadata(trajectory, episode_id=episode_id)
+    remove = fields["remove_sample"] or not ids
     if remove and not evaluation:
         sample.remove_sample = True
         sample.loss_mask = [0] * sample.response_length
-    counts = trajectory.counts
     metadata = dict(sample.metadata) if isinstance(sample.metadata, dict) else {}
-    metadata.update(
-        {
-            "benchmark": trajectory.benchmark,
-            "domain": trajectory.domain,
-            "split": trajectory.split,
-            "task_id": trajectory.task_id,
-            "raw_reward": float(trajectory.reward),
-            "reward_info": (
-                trajectory.reward_info.model_dump(mode="json")
-                if trajectory.reward_info is not None
-                else None
-            ),
-            "termination_reason": trajectory.termination_reason,
-            "tau_status": trajectory.status,
-            "error": trajectory.error,
-            "remove_sample": remove,
-            "turns": counts.get("agent_turns", 0),
-            "tool_calls": counts.get("tool_calls", 0),
-            "rejected_turns": counts.get("rejected_turns", 0),
-            "prompt_tokens": counts.get("prompt_tokens", 0),
-            "response_tokens": counts.get("response_tokens", 0),
-            "sampled_tokens": counts.get("sampled_tokens", 0),
-            "timings": dict(trajectory.timings),
-            "duration_s": trajectory.duration_s,
-            "episode_id": episode_id,
-        }
-    )
-    # ThunderAgent release outcome (program_released / _not_registered / _release_failed)
-    metadata.update({k: v for k, v in counts.items() if k.startswith("program_")})
-    if trajectory.usage:
-        metadata["usage"] = dict(trajectory.usage)
+    metadata.update(fields, remove_sample=remove)
     sample.metadata = metadata
     return sample
 
@@ -272,21 +194,10 @@ def reward_post_process(args: Any, samples: Sequence[Any]) -> tuple[list[float],
     shaped: list[float] = []
     for sample in samples:
         metadata = sample.metadata if isinstance(sample.metadata, dict) else {}
-        raw = metadata.get("raw_reward")
-        if raw is None:
-            value = sample.reward
-            if isinstance(value, dict):
-                value = value.get(getattr(args, "reward_key", None) or "reward", 0.0)
-            raw = float(value or 0.0)
-        result = shaper.shape(
-            metadata.get("reward_info"),
-            domain=str(metadata.get("domain", "")),
-            task_id=str(metadata.get("task_id", "")),
-            official=float(raw),
+        result = shape_from_metadata(shaper, metadata, _reward_value(args, sample))
+        metadata.update(
+            raw_reward=result.official, shaped_reward=result.value, reward_weight=result.weight
         )
-        metadata["raw_reward"] = float(raw)
-        metadata["shaped_reward"] = result.value
-        metadata["reward_weight"] = result.weight
         sample.metadata = metadata
         shaped.append(float(result.value))
     estimator = getattr(args, "advantage_estimator", "grpo")
@@ -304,25 +215,25 @@ def reward_post_process(args: Any, samples: Sequence[Any]) -> tuple[list[float],
     return shaped, normalise_groups(shaped, groups, removed, use_std=use_std)
 
 
+def _reward_value(args: Any, sample: Any) -> float:
+    """A sample's reward as slime holds it (a float, or a dict under ``--reward-key``)."""
+    value = sample.reward
+    if isinstance(value, dict):
+        value = value.get(getattr(args, "reward_key", None) or "reward", 0.0)
+    return float(value or 0.0)
+
+
 def shaped_rewards(args: Any, samples: Sequence[Any]) -> list[float]:
     """The configured shaper's reward per sample, from what `generate` stored in metadata."""
     from tau_adapters.rewards.shapers import get_shaper
 
     shaper = get_shaper(config_from_args(args))
-    values = []
-    for sample in samples:
-        metadata = sample.metadata if isinstance(sample.metadata, dict) else {}
-        raw = metadata.get("raw_reward", sample.reward)
-        if isinstance(raw, dict):
-            raw = raw.get("reward", 0.0)
-        result = shaper.shape(
-            metadata.get("reward_info"),
-            domain=str(metadata.get("domain", "")),
-            task_id=str(metadata.get("task_id", "")),
-            official=float(raw or 0.0),
-        )
-        values.append(float(result.value))
-    return values
+    return [
+        shape_from_metadata(
+            shaper, s.metadata if isinstance(s.metadata, dict) else {}, _reward_value(args, s)
+        ).value
+        for s in samples
+    ]
 
 
 def dynamic_filter(args: Any, samples: Sequence[Any], **kwargs: Any) -> Any:
@@ -334,32 +245,13 @@ def dynamic_filter(args: Any, samples: Sequence[Any], **kwargs: Any) -> Any:
     although partial credit gives it a learning signal. This filter sees what training sees.
     """
     kept = [s for s in samples if not getattr(s, "remove_sample", False)]
-    values = shaped_rewards(args, kept)
-    mean = sum(values) / len(values) if values else 0.0
-    std = (
-        math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        if len(values) > 1
-        else 0.0
-    )
-    keep = std > 1e-6
+    keep, mean = has_spread(shaped_rewards(args, kept))
     reason = None if keep else f"zero_std_shaped_{round(mean, 1)}"
     try:
         from slime.rollout.filter_hub.base_types import DynamicFilterOutput
     except ImportError:  # older slime: a bare bool is accepted
         return keep
     return DynamicFilterOutput(keep=keep, reason=reason)
-
-
-def _groups(args: Any, samples: Sequence[Any]) -> list[list[int]]:
-    """Groups of prompts: by ``group_index`` when slime set it, else consecutive blocks of
-    ``n_samples_per_prompt`` (slime's layout)."""
-    if samples and all(getattr(s, "group_index", None) is not None for s in samples):
-        groups: dict[Any, list[int]] = {}
-        for i, sample in enumerate(samples):
-            groups.setdefault(sample.group_index, []).append(i)
-        return list(groups.values())
-    size = int(getattr(args, "n_samples_per_prompt", 1) or 1)
-    return [list(range(i, min(i + size, len(samples)))) for i in range(0, len(samples), size)]
 
 
 async def reward_func(args: Any, sample: Any, **kwargs: Any) -> Any:

@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from tau_adapters.agents.oracle import MalformedTurn
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.domains import get_domain
+from tau_adapters.core import Status
+from tau_adapters.domains import benchmark_of, get_domain
 from tau_adapters.episode.session import Session
 from tau_adapters.errors import EpisodeSignal
 from tau_adapters.plugins import make_policy, make_user
@@ -57,6 +58,35 @@ class Trajectory:
     task_fingerprint: str | None = None
     #: Which benchmark judged the episode: ``tau2`` or ``tau1`` (tau-bench v1).
     benchmark: str = "tau2"
+
+    @classmethod
+    def failed(
+        cls,
+        domain: str,
+        split: str | None,
+        task_id: str,
+        *,
+        trial: int,
+        seed: int,
+        error: str,
+        benchmark: str | None = None,
+    ) -> Trajectory:
+        """An episode that infrastructure lost before or while it ran (status ``failed``, the
+        reason kept, reward 0 that no metric counts): the one way every caller builds one."""
+        return cls(
+            domain=domain,
+            split=split,
+            task_id=task_id,
+            trial=trial,
+            seed=seed,
+            messages=[],
+            termination_reason="agent_error",
+            status=Status.FAILED.value,
+            reward=0.0,
+            reward_info=None,
+            error=error,
+            benchmark=benchmark or benchmark_of(domain),
+        )
 
     @property
     def shaped_reward(self) -> float:

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tau_adapters.domains import get_domain, resolve_domain
+from tau_adapters.errors import ConfigError
+from tau_adapters.runtime.mappings import as_mapping
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,37 @@ class TaskRef:
 
     def to_row(self) -> dict[str, str]:
         return asdict(self)
+
+    @classmethod
+    def parse(
+        cls,
+        *sources: Any,
+        default_domain: str | None = None,
+        default_split: str | None = None,
+        what: str = "a dataset row",
+        hint: str = "write the dataset with `tau-adapters tasks export --format <host>`",
+    ) -> TaskRef:
+        """The task the first usable source names. A source is a mapping (or JSON text, or an
+        OmegaConf node) with ``task_id`` and ``domain`` (else `default_domain`) and ``split``
+        (else `default_split`), or a ``domain/split/task_id`` string. What every host's dataset
+        row carries, parsed once here; a row naming no task raises `ConfigError` with `hint`."""
+        seen = []
+        for source in sources:
+            if isinstance(source, str) and source.count("/") == 2:
+                parts = source.strip().split("/")
+                if all(parts):
+                    return cls(parts[0], parts[1], parts[2])
+            fields = as_mapping(source)
+            if fields and fields.get("task_id") is not None:
+                domain = fields.get("domain") or default_domain
+                split = fields.get("split") or default_split
+                if domain:
+                    return cls(str(domain), str(split), str(fields["task_id"]))
+            seen.append(repr(source)[:120])
+        raise ConfigError(
+            f"{what} does not name a task: expected {{domain, split, task_id}} or "
+            f"'domain/split/task_id' ({hint}); got {', '.join(seen) or 'nothing'}"
+        )
 
 
 def task_refs(domain: str, split: str | None = None) -> list[TaskRef]:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,11 @@ from tau_adapters.agents.oracle import MalformedTurn, assistant_message_from
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.episode.tasks import TaskRef
 from tau_adapters.errors import EpisodeSignal, EpisodeTruncated
+from tau_adapters.runtime import background_loop
+from tau_adapters.runtime.logs import get_logger
 from tau_adapters.tokens.chat_messages import to_chat
+
+log = get_logger("tau_adapters.episode")
 
 __all__ = [
     "HostStopped",
@@ -265,16 +270,105 @@ def _unstarted(ref: TaskRef, trial: int, config: EpisodeConfig, exc: BaseExcepti
     from tau_adapters.episode.rollout import Trajectory
 
     reason = str(exc) if isinstance(exc, EpisodeSignal) else repr(exc)
-    return Trajectory(
-        domain=ref.domain,
-        split=ref.split,
-        task_id=ref.task_id,
+    return Trajectory.failed(
+        ref.domain,
+        ref.split,
+        ref.task_id,
         trial=trial,
         seed=config.seed + trial,
-        messages=[],
-        termination_reason="agent_error",
-        status="failed",
-        reward=0.0,
-        reward_info=None,
         error=f"episode could not start: {reason}",
     )
+
+
+class SyncTextEpisode:
+    """A `TextEpisode` for hosts that call from threads (SkyRL's env workers): each call runs on
+    the process's background event loop under a deadline, one call at a time, and none raises.
+    An episode that breaks (start, step, a deadline) is cancelled and ends ``failed`` with the
+    reason in `failure`; `trajectory` is the finished episode otherwise."""
+
+    def __init__(
+        self,
+        ref: TaskRef,
+        config: EpisodeConfig,
+        *,
+        trial: int = 0,
+        max_turns: int | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.ref = ref
+        self.config = config
+        # One user-simulator exchange with all its retries, plus the environment: a step that
+        # takes longer is stuck, not slow.
+        self.timeout_s = timeout_s or config.user_timeout_s * config.user_attempts + 60.0
+        self.trajectory: Any | None = None
+        self.failure: str | None = None
+        self._lock = threading.Lock()
+        self._started = False
+        self._episode: TextEpisode | None = TextEpisode(
+            ref, config, trial=trial, max_turns=max_turns
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.trajectory is not None or self.failure is not None
+
+    def start(self) -> list[dict[str, Any]] | None:
+        """The opening chat, or None when the episode could not start (see `failure`)."""
+        with self._lock:
+            episode = self._episode
+            if episode is None or self.finished:
+                return None
+            self._started = True
+            try:
+                messages = background_loop.call(episode.start(), self.timeout_s)
+            except Exception as exc:
+                self._break(episode, f"episode start failed: {exc!r}")
+                return None
+            if episode.done:
+                self._end(episode.trajectory)
+            return messages
+
+    def step(self, text: str) -> list[dict[str, Any]] | None:
+        """The observation after the model's `text`, or None once the episode has ended."""
+        with self._lock:
+            episode = self._episode
+            if episode is None or self.finished or not self._started:
+                if not self.finished:
+                    self.failure = "step() before start()"
+                    self._episode = None
+                return None
+            try:
+                turn = background_loop.call(episode.step(text), self.timeout_s)
+            except Exception as exc:
+                self._break(episode, f"environment step failed: {exc!r}")
+                return None
+            if not turn.done:
+                return turn.observation
+            self._end(turn.trajectory)
+            return None
+
+    def finish(self) -> None:
+        """End an unfinished episode from the host's side (truncated), e.g. at its length cap."""
+        with self._lock:
+            episode = self._episode
+            if episode is None or self.finished:
+                return
+            try:
+                self._end(background_loop.call(episode.stop(), self.timeout_s))
+            except Exception as exc:
+                self._break(episode, f"ending the episode failed: {exc!r}")
+
+    def _end(self, trajectory: Any) -> None:
+        self.trajectory = trajectory
+        self._episode = None  # keeps RSS flat: the session, its env and queues go with it
+
+    def _break(self, episode: TextEpisode, reason: str) -> None:
+        try:
+            background_loop.call(episode.cancel(), 30.0)
+        except Exception as exc:  # best effort: the episode is failed either way
+            log.warning("could not cancel an episode: %r", exc)
+        self.failure = reason
+        self._episode = None
+        log.warning(
+            "episode %s/%s failed (not trained on): %s", self.ref.domain, self.ref.task_id, reason
+        )

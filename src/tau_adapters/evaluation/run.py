@@ -102,19 +102,13 @@ async def run_job(job: Job) -> dict[str, Any]:
 
 def failed_row(job: Job, reason: str) -> dict[str, Any]:
     """The row of an episode that infrastructure lost (status ``failed``, the reason kept)."""
-    return Trajectory(
-        domain=job.config.domain,
-        split=job.split,
-        task_id=job.task.id,
+    return Trajectory.failed(
+        job.config.domain,
+        job.split,
+        job.task.id,
         trial=job.trial,
         seed=job.config.seed + job.trial,
-        messages=[],
-        termination_reason="agent_error",
-        status="failed",
-        reward=0.0,
-        reward_info=None,
         error=reason,
-        benchmark=benchmark_of(job.config.domain),
     ).to_row()
 
 

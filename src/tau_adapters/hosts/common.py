@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from collections import Counter
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.errors import ConfigError
+
+T = TypeVar("T")
 
 
 def should_remove(trajectory: Any, *, evaluation: bool = False, drop_aborted: bool = False) -> bool:
@@ -165,3 +168,68 @@ async def rollout_within(
     if not done:
         episode.cancel()
     return await episode
+
+
+def aggregate_episode_metrics(metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-batch means of every numeric per-episode metric, plus the share of each termination
+    reason (``termination/<reason>``) and status (``status/<status>``)."""
+    if not metrics:
+        return {}
+    out: dict[str, Any] = {}
+    numbers: dict[str, list[float]] = {}
+    reasons: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for entry in metrics:
+        for key, value in entry.items():
+            if isinstance(value, bool | int | float):
+                numbers.setdefault(key, []).append(float(value))
+        reasons[str(entry.get("termination_reason"))] += 1
+        statuses[str(entry.get("status"))] += 1
+    for key, values in numbers.items():
+        out[key] = sum(values) / len(values)
+    for reason, count in reasons.items():
+        out[f"termination/{reason}"] = count / len(metrics)
+    for status, count in statuses.items():
+        out[f"status/{status}"] = count / len(metrics)
+    return out
+
+
+def shape_from_metadata(shaper: Any, metadata: Mapping[str, Any], fallback: float) -> Any:
+    """The shaper's verdict on a finished sample from the fields `hosts.samples.episode_metadata`
+    stored (the official reward, tau2's reward info, the task); `fallback` is the host's own
+    reward for a sample made elsewhere."""
+    raw = metadata.get("raw_reward")
+    official = float(fallback if raw is None else raw)
+    return shaper.shape(
+        metadata.get("reward_info"),
+        domain=str(metadata.get("domain", "")),
+        task_id=str(metadata.get("task_id", "")),
+        official=official,
+    )
+
+
+def has_spread(values: Sequence[float], tolerance: float = 1e-6) -> tuple[bool, float]:
+    """(whether a group's rewards differ: sample std above `tolerance`, their mean): a group
+    whose rewards are all equal gives GRPO no signal."""
+    mean = sum(values) / len(values) if values else 0.0
+    if len(values) < 2:
+        return False, mean
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return std > tolerance, mean
+
+
+async def run_group(
+    run_one: Callable[[int], Awaitable[tuple[T, float] | None]],
+    size: int,
+    *,
+    use_std: bool = True,
+) -> list[tuple[T, float]]:
+    """Run `size` episodes of one task at once (member ``k`` is ``run_one(k)``: it returns the
+    episode and its training reward, or None when the removal rule drops it) and normalise the
+    kept rewards against each other (`normalise_groups`). Returns (episode, advantage-ready
+    value) for the kept members, in member order; empty when every member was removed."""
+    runs = await asyncio.gather(*(run_one(k) for k in range(size)))
+    removed = [run is None for run in runs]
+    rewards = [0.0 if run is None else run[1] for run in runs]
+    values = normalise_groups(rewards, [range(size)], removed, use_std=use_std)
+    return [(run[0], value) for run, value in zip(runs, values, strict=True) if run is not None]
