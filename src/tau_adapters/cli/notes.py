@@ -49,6 +49,6 @@ def partial_line(summary: Mapping[str, Any]) -> str | None:
 def print_failures_and_state(summary: Mapping[str, Any]) -> None:
     for line in failure_lines(summary):
         print(line)
-    line = partial_line(summary)
-    if line:
-        print(line)
+    partial = partial_line(summary)
+    if partial:
+        print(partial)

@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -125,7 +125,7 @@ class CowDict(dict):  # type: ignore[type-arg]
         dict.clear(self)
         self._owned.clear()
 
-    def __ior__(self, other: Any) -> CowDict:  # type: ignore[override]
+    def __ior__(self, other: Any) -> CowDict:  # type: ignore[override,misc]
         self.update(other)
         return self
 
@@ -165,7 +165,7 @@ class BaseDatabase:
         self._fields: dict[str, tuple[Any, TypeAdapter[Any], TypeAdapter[Any] | None]] = {}
         for name, info in self.cls.model_fields.items():
             value = getattr(db, name)
-            field_adapter: TypeAdapter[Any] = TypeAdapter(info.annotation)
+            field_adapter: TypeAdapter[Any] = TypeAdapter(cast(Any, info.annotation))
             entry_adapter: TypeAdapter[Any] | None = None
             if isinstance(value, dict):
                 args = getattr(info.annotation, "__args__", None)

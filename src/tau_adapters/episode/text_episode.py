@@ -91,7 +91,7 @@ def oracle_texts(task: Any, parser_spec: str = "hermes") -> list[str]:
 
     async def plan() -> list[str]:
         await oracle.start(SimpleNamespace(task=task))
-        texts = []
+        texts: list[str] = []
         while True:
             message = await oracle.act([])
             if message.content == AGENT_STOP_TOKEN:

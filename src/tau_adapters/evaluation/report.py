@@ -202,7 +202,7 @@ def _block(
     seed: int,
     confidence: float,
 ) -> dict[str, Any]:
-    options = {"bootstrap": bootstrap, "seed": seed, "confidence": confidence}
+    options: dict[str, Any] = {"bootstrap": bootstrap, "seed": seed, "confidence": confidence}
     return {
         "tasks": stats["tasks"],
         "trials": stats["trials"],
@@ -231,7 +231,7 @@ def build_report(
     if bootstrap < 0:
         raise ConfigError(f"bootstrap must be >= 0 resamples (got {bootstrap})")
     checked = _check_rows(rows)
-    options = {"bootstrap": bootstrap, "seed": seed, "confidence": confidence}
+    options: dict[str, Any] = {"bootstrap": bootstrap, "seed": seed, "confidence": confidence}
     stats = summarize(checked)
     by_domain: dict[str, list[Row]] = defaultdict(list)
     for row in checked:
@@ -547,7 +547,7 @@ def print_report(report: Mapping[str, Any], console: Console | None = None) -> N
     if max_k:
         table.add_column(f"pass@{max_k}", justify="right", no_wrap=True)
     for name, block in blocks:
-        cells = [
+        cells: list[Any] = [
             Text(str(name)),
             str(block["tasks"]),
             str(block["trials"]),

@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from tau_adapters.errors import ConfigError, UnknownNameError
 
@@ -156,10 +156,11 @@ def _decode(text: str, start: int = 0) -> tuple[Any, int] | str:
         return "invalid JSON: nested too deeply"
 
 
-def _to_call(obj: object) -> ParsedToolCall | str:
+def _to_call(obj: Any) -> ParsedToolCall | str:
     """A call from a decoded JSON value, or the reason it is not one."""
     if not isinstance(obj, dict):
         return f"expected a JSON object with name and arguments, got {type(obj).__name__}"
+    obj = cast(dict[str, Any], obj)
     if "name" not in obj and isinstance(obj.get("function"), dict):
         obj = obj["function"]  # OpenAI wire shape {"type": "function", "function": {...}}
     if "name" not in obj:

@@ -458,7 +458,7 @@ class ChatTemplate:
 
     def _needs_short_call_ids(self) -> bool:
         call = standin_call("call_1_0")
-        conversation = [
+        conversation: list[dict[str, Any]] = [
             {"role": "system", "content": _STANDIN_SYSTEM},
             {"role": "user", "content": _STANDIN_USER},
             {"role": "assistant", "content": "", "tool_calls": [call]},

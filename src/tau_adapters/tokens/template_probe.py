@@ -58,7 +58,7 @@ def probe_conversation(parallel: bool = True) -> list[dict[str, Any]]:
     templates that accept one call per turn, e.g. Llama 3.1's); tool->tool is then not a
     transition the template can render.
     """
-    conversation = [
+    conversation: list[dict[str, Any]] = [
         {"role": "system", "content": "You are an agent. Follow the policy."},
         {"role": "assistant", "content": "Hi! How can I help you today?"},
         {"role": "user", "content": "Please change my booking, id AB12."},

@@ -50,7 +50,7 @@ def get_tau1_domain(name: str) -> Tau1Domain:
         return backend
 
 
-def _sharing_tool(tool: type, base: BaseData) -> type:
+def _sharing_tool(tool: Any, base: BaseData) -> type:
     """v1's tool class, run in share mode (no copies of base entries it only reads)."""
 
     def invoke(*args: Any, **kwargs: Any) -> Any:
@@ -98,7 +98,7 @@ class Tau1Environment:
 
     def get_response(self, call: Any) -> Any:
         t = self.domain.tau2
-        tool = self.domain.tools_map.get(call.name)
+        tool: Any = self.domain.tools_map.get(call.name)
         if tool is None:
             content, error = f"Unknown action {call.name}", True
         else:
@@ -252,7 +252,7 @@ class Tau1Domain:
     def v1_env(self, task_id: str) -> Any:
         """An instance of v1's own environment class for a task, over copy-on-write data views."""
         split, index, _ = self.v1_task(task_id)
-        env = object.__new__(self._fast_env_cls)
+        env: Any = object.__new__(self._fast_env_cls)
         self.v1.Env.__init__(
             env,
             data_load_func=self.base.view,

@@ -42,7 +42,7 @@ def get_domain(name: str) -> Tau2Domain:
         return backend
 
 
-def _fast_toolkit_class(toolkit_cls: type, base: BaseDatabase, read_tools: frozenset[str]) -> type:
+def _fast_toolkit_class(toolkit_cls: Any, base: BaseDatabase, read_tools: frozenset[str]) -> type:
     """A subclass of a tau2 toolkit that shares base entries in READ tools and hashes by digest."""
 
     def use_tool(self: Any, tool_name: str, **kwargs: Any) -> Any:
