@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tau_adapters.agents.oracle import OraclePolicy
-from tau_adapters.agents.token_policy import SGLangPolicy
+from tau_adapters.agents.token_policy import TokenPolicy
 from tau_adapters.config import EpisodeConfig
 
 ASSETS = Path(
@@ -55,7 +55,7 @@ def styles() -> list[Any]:
 THINK = "<think>\nCheck the policy before acting.\n</think>\n\n"
 
 
-class RecordingPolicy(SGLangPolicy):
+class RecordingPolicy(TokenPolicy):
     """The real SGLang policy, recording every engine answer (ids and logprobs)."""
 
     def __init__(self, url: str, config: EpisodeConfig, **kwargs: Any):

@@ -13,7 +13,7 @@ from areal.api.workflow_api import RolloutWorkflow
 from tau_adapters.agents.engines import Generation
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.episode.tasks import TaskRef
-from tau_adapters.errors import ConfigError
+from tau_adapters.errors import ConfigError, EndpointError
 from tau_adapters.hosts.common import (
     host_config,
     rollout_within,
@@ -21,7 +21,6 @@ from tau_adapters.hosts.common import (
     should_remove,
     training_reward,
 )
-from tau_adapters.runtime.http_client import EndpointError
 from tau_adapters.runtime.logs import get_logger
 from tau_adapters.runtime.mappings import as_mapping
 
@@ -302,12 +301,12 @@ class Tau2Workflow(RolloutWorkflow):
 
     async def _episode(self, engine: Any, data: dict[str, Any], trial: int) -> Any:
         """One episode: ((trajectory, per-turn weight versions), training reward), or None."""
-        from tau_adapters.agents.token_policy import SGLangPolicy
+        from tau_adapters.agents.token_policy import TokenPolicy
 
         ref = task_ref_from_row(data, self.config)
         config = self.config.model_copy(update={"domain": ref.domain, "split": ref.split})
         client = ArealEngineClient(engine, self.gconfig)
-        policy = SGLangPolicy("areal://engine", config, template=self.template, client=client)
+        policy = TokenPolicy("areal://engine", config, template=self.template, client=client)
         task = await asyncio.to_thread(ref.load)  # a domain's first load parses its files
         trajectory = await rollout_within(
             task, config, policy, trial=trial, split=ref.split, timeout_s=self.options.timeout_s

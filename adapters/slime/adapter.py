@@ -83,7 +83,7 @@ async def generate(
     """slime's custom generate function: one tau2 episode per sample."""
     from slime.utils.types import Sample
     from tau_adapters.agents.thunderagent import ensure_router
-    from tau_adapters.agents.token_policy import SGLangPolicy, template_for
+    from tau_adapters.agents.token_policy import TokenPolicy, template_for
     from tau_adapters.episode.rollout import rollout
 
     config = config_from_args(args)
@@ -108,7 +108,7 @@ async def generate(
     # Once per process: is slime's router what the settings expect (ThunderAgent with /generate)?
     await ensure_router(router_url(args), "sglang", thunderagent=episode.thunderagent)
     template = template_for(episode)
-    policy = SGLangPolicy(
+    policy = TokenPolicy(
         router_url(args),
         episode,
         template=template,

@@ -77,3 +77,20 @@ class EpisodeAborted(EpisodeSignal):
 
 class EpisodeDoneError(TauAdaptersError, RuntimeError):
     """`step()` was called after the episode ended (a driver bug, not a model error)."""
+
+
+class EndpointError(TauAdaptersError):
+    """A request failed for good (after retries, or with a non-retryable status)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class HostStopped(EpisodeTruncated):
+    """The host stopped sending turns before the episode ended (its turn or length limit)."""
+
+
+class TemplateError(ConfigError):
+    """The chat template cannot be used for exact token-in/token-out episodes."""

@@ -19,9 +19,10 @@ from tau_adapters.cli.main import main
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.episode.rollout import rollout
+from tau_adapters.errors import TemplateError
 from tau_adapters.evaluation.run_folder import read_rows
 from tau_adapters.testing import Fault, LoopbackEngine
-from tau_adapters.tokens.chat_template import ChatTemplate, TemplateError
+from tau_adapters.tokens.chat_template import ChatTemplate
 
 from token_helpers import ForcedOracle, RecordingPolicy
 

@@ -18,9 +18,9 @@ import pytest
 
 from tau_adapters.agents.oracle import OraclePolicy
 from tau_adapters.cli.main import build_parser, main
+from tau_adapters.errors import EndpointError
 from tau_adapters.evaluation.run_folder import read_rows
 from tau_adapters.plugins import hookimpl, plugin_manager
-from tau_adapters.runtime.http_client import EndpointError
 
 from conftest import requires_tau2
 

@@ -30,7 +30,7 @@ from areal.api.workflow_api import RolloutWorkflow
 from areal.engine.sglang_remote import RemoteSGLangEngine
 
 from slime_helpers import OracleEngine
-from tau_adapters.agents.token_policy import SGLangPolicy, load_template
+from tau_adapters.agents.token_policy import TokenPolicy, load_template
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.episode.rollout import rollout
@@ -172,7 +172,7 @@ def test_seeded_oracle_episode_matches_the_core_rollout(oracle) -> None:
     config = EpisodeConfig.build(
         domain="airline", policy="sglang:x", tokenizer="local:chatml", max_new_tokens=512
     )
-    core = asyncio.run(rollout(task, config, policy=SGLangPolicy(server.url, config), split="test"))
+    core = asyncio.run(rollout(task, config, policy=TokenPolicy(server.url, config), split="test"))
     workflow, kept = _workflow()
     out = asyncio.run(workflow.arun_episode(engine, {**_row(task), "trial": 0}))
     ours = kept[0]

@@ -20,7 +20,7 @@ from conftest import requires_tau2
 pytest.importorskip("transformers", reason="cross-host parity needs the testing extra")
 
 from slime_helpers import OracleEngine, slime_args, use_slime
-from tau_adapters.agents.token_policy import SGLangPolicy, load_template
+from tau_adapters.agents.token_policy import TokenPolicy, load_template
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.testing import LoopbackEngine
@@ -76,7 +76,7 @@ def _core(server: Any, domain: str) -> Any:
     from tau_adapters.episode.rollout import rollout
 
     config = _config(domain)
-    policy = SGLangPolicy(server.url, config)
+    policy = TokenPolicy(server.url, config)
     split = get_domain(domain).default_split()
     return asyncio.run(rollout(_task(domain), config, policy=policy, split=split))
 

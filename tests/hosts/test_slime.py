@@ -314,7 +314,7 @@ def test_top_p_data_in_sglang_base64_form() -> None:
     from array import array
 
     from tau_adapters.agents.engines import Generation
-    from tau_adapters.runtime.http_client import EndpointError
+    from tau_adapters.errors import EndpointError
 
     def b64(values):
         return base64.b64encode(array("i", values).tobytes()).decode("ascii")

@@ -15,8 +15,9 @@ import pytest
 pytest.importorskip("transformers", reason="chat templates need the testing extra")
 
 from family_tokenizers import family_tokenizer, have_assets
+from tau_adapters.errors import TemplateError
 from tau_adapters.testing import build_tokenizer
-from tau_adapters.tokens.chat_template import ChatTemplate, TemplateError
+from tau_adapters.tokens.chat_template import ChatTemplate
 from tau_adapters.tokens.template_probe import probe_template
 from tau_adapters.tokens.transcript import Transcript
 

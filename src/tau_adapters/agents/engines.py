@@ -7,8 +7,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tau_adapters.errors import ConfigError
-from tau_adapters.runtime.http_client import DEFAULT_RETRY, EndpointError, RetryPolicy, post_json
+from tau_adapters.errors import ConfigError, EndpointError
+from tau_adapters.runtime.http_client import DEFAULT_RETRY, RetryPolicy, post_json
 
 if TYPE_CHECKING:
     from tau_adapters.agents.thunderagent import ProgramLease, ReleaseResult

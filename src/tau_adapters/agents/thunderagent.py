@@ -25,8 +25,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tau_adapters.errors import ConfigError
-from tau_adapters.runtime.http_client import EndpointError, RetryPolicy, get_json, post_json
+from tau_adapters.errors import ConfigError, EndpointError
+from tau_adapters.runtime.http_client import RetryPolicy, get_json, post_json
 from tau_adapters.runtime.logs import get_logger
 
 log = get_logger("tau_adapters.agents.thunderagent")

@@ -103,7 +103,7 @@ def system_text(context: Any, parser: Any, template: ChatTemplate | None) -> str
     return "\n\n".join(part for part in parts if part)
 
 
-class SGLangPolicy:
+class TokenPolicy:
     """Token-in/token-out agent against an SGLang-protocol endpoint."""
 
     token_level = True
@@ -262,6 +262,6 @@ class SGLangPolicy:
             self.counts.update(self.program.counts())
 
 
-def make_token_policy(arg: str | None, config: EpisodeConfig) -> SGLangPolicy:
+def make_token_policy(arg: str | None, config: EpisodeConfig) -> TokenPolicy:
     """``sglang:URL``: token ids in, token ids out, against an SGLang-protocol ``/generate``."""
-    return SGLangPolicy(require_url("sglang", arg), config)
+    return TokenPolicy(require_url("sglang", arg), config)

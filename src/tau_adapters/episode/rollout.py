@@ -20,10 +20,9 @@ from tau_adapters.config import EpisodeConfig
 from tau_adapters.core import Status
 from tau_adapters.domains import benchmark_of, get_domain
 from tau_adapters.episode.session import Session
-from tau_adapters.errors import EpisodeSignal
+from tau_adapters.errors import EndpointError, EpisodeSignal
 from tau_adapters.plugins import make_policy, make_user
 from tau_adapters.rewards.shapers import get_shaper
-from tau_adapters.runtime.http_client import EndpointError
 from tau_adapters.runtime.scheduling import run_cpu
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from tau_adapters.agents.oracle import MalformedTurn, assistant_message_from
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.episode.tasks import TaskRef
-from tau_adapters.errors import EpisodeSignal, EpisodeTruncated
+from tau_adapters.errors import EpisodeSignal, HostStopped
 from tau_adapters.runtime import background_loop
 from tau_adapters.runtime.logs import get_logger
 from tau_adapters.tokens.chat_messages import to_chat
@@ -43,10 +43,6 @@ __all__ = [
     "text_system_prompt",
     "turns_needed",
 ]
-
-
-class HostStopped(EpisodeTruncated):
-    """The host stopped sending turns before the episode ended (its turn or length limit)."""
 
 
 @functools.cache

@@ -25,19 +25,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tau_adapters.errors import TauAdaptersError
+from tau_adapters.errors import EndpointError
 from tau_adapters.runtime.scheduling import forget, per_loop
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-
-class EndpointError(TauAdaptersError):
-    """A request failed for good (after retries, or with a non-retryable status)."""
-
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from tau_adapters.errors import ConfigError
+from tau_adapters.errors import TemplateError
 
 TURN_MARKER = "TAU_ADAPTERS_TURN_MARKER_5b1f"
 _STANDIN_SYSTEM = "S"
@@ -83,10 +83,6 @@ def _standin_followers() -> list[list[dict[str, Any]]]:
             {"role": "tool", "tool_call_id": "call00001", "content": "R"},
         ],
     ]
-
-
-class TemplateError(ConfigError):
-    """The chat template cannot be used for exact token-in/token-out episodes."""
 
 
 def template_mentions_tools(template: str | None) -> bool:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tau_adapters.tokens.chat_template import ChatTemplate, TemplateError
+from tau_adapters.errors import TemplateError
+from tau_adapters.tokens.chat_template import ChatTemplate
 from tau_adapters.tokens.transcript import Transcript
 
 STRATEGIES = ("standin", "stateful")

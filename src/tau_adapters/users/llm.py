@@ -19,7 +19,7 @@ from typing import Any
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains.names import benchmark_of
 from tau_adapters.domains.tau2.api import api
-from tau_adapters.runtime.http_client import EndpointError
+from tau_adapters.errors import EndpointError
 from tau_adapters.tokens.chat_messages import tool_calls_from_openai
 from tau_adapters.users.transport import endpoint_limit, make_transport
 

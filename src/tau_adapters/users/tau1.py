@@ -28,8 +28,7 @@ from typing import Any
 
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains.tau2.api import api
-from tau_adapters.errors import ConfigError
-from tau_adapters.runtime.http_client import EndpointError
+from tau_adapters.errors import ConfigError, EndpointError
 from tau_adapters.users.transport import endpoint_limit
 
 #: v1's strategy names (``UserStrategy`` values) and their classes in ``tau_bench.envs.user``.

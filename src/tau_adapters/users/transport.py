@@ -9,8 +9,8 @@ import random
 from typing import Any
 
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.errors import ConfigError
-from tau_adapters.runtime.http_client import EndpointError, RetryPolicy, post_json
+from tau_adapters.errors import ConfigError, EndpointError
+from tau_adapters.runtime.http_client import RetryPolicy, post_json
 from tau_adapters.runtime.scheduling import per_loop
 
 
