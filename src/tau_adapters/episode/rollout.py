@@ -13,17 +13,20 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tau_adapters.agents.oracle import MalformedTurn
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.core import Status
+from tau_adapters.core import Policy, Status, User
 from tau_adapters.domains import benchmark_of, get_domain
 from tau_adapters.episode.session import Session
 from tau_adapters.errors import EndpointError, EpisodeSignal
 from tau_adapters.plugins import make_policy, make_user
 from tau_adapters.rewards.shapers import get_shaper
 from tau_adapters.runtime.scheduling import run_cpu
+
+if TYPE_CHECKING:
+    from tau2.data_model.tasks import Task
 
 
 @dataclass
@@ -134,10 +137,10 @@ class Trajectory:
 
 
 async def rollout(
-    task: Any,
+    task: Task,
     config: EpisodeConfig,
-    policy: Any | None = None,
-    user: Any | None = None,
+    policy: Policy | None = None,
+    user: User | None = None,
     *,
     trial: int = 0,
     split: str | None = None,

@@ -13,14 +13,17 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.core import AGENT_STOP_TOKEN, EpisodeContext, Role, StepResult
+from tau_adapters.core import AGENT_STOP_TOKEN, EpisodeContext, Role, StepResult, User
 from tau_adapters.domains import get_domain
 from tau_adapters.domains.base import Domain
 from tau_adapters.errors import EpisodeDoneError
 from tau_adapters.runtime.scheduling import run_cpu
+
+if TYPE_CHECKING:
+    from tau2.data_model.tasks import Task
 
 #: Our termination reasons that tau2 does not have, and the tau2 reason its scoring is given.
 TAU2_TERMINATION_REASON: dict[str, str] = {"token_budget": "max_steps"}
@@ -41,9 +44,9 @@ class Session:
 
     def __init__(
         self,
-        task: Any,
+        task: Task,
         config: EpisodeConfig,
-        user: Any,
+        user: User,
         *,
         seed: int | None = None,
         domain: Domain | None = None,

@@ -20,12 +20,15 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from tau_adapters.config import EpisodeConfig
+from tau_adapters.episode.rollout import Trajectory
 from tau_adapters.errors import ConfigError
 
 T = TypeVar("T")
 
 
-def should_remove(trajectory: Any, *, evaluation: bool = False, drop_aborted: bool = False) -> bool:
+def should_remove(
+    trajectory: Trajectory, *, evaluation: bool = False, drop_aborted: bool = False
+) -> bool:
     """Whether a host must leave this episode out of training.
 
     A failed episode (user simulator, environment or engine gave up, scoring broke) says nothing
@@ -46,7 +49,7 @@ def should_remove(trajectory: Any, *, evaluation: bool = False, drop_aborted: bo
 
 
 def removal_reason(
-    trajectory: Any, *, evaluation: bool = False, drop_aborted: bool = False
+    trajectory: Trajectory, *, evaluation: bool = False, drop_aborted: bool = False
 ) -> str | None:
     """Why `should_remove` leaves this episode out (for the host's logs and metadata), or None."""
     if not should_remove(trajectory, evaluation=evaluation, drop_aborted=drop_aborted):
@@ -61,7 +64,9 @@ def removal_reason(
     return "no tokens"
 
 
-def training_reward(trajectory: Any, *, shaped: bool = True, format_penalty: float = 0.0) -> float:
+def training_reward(
+    trajectory: Trajectory, *, shaped: bool = True, format_penalty: float = 0.0
+) -> float:
     """The reward a host trains on: the shaper's value (``shaped``) or tau2's official reward,
     minus ``format_penalty`` for each model turn that could not be parsed."""
     value = trajectory.shaped_reward if shaped else trajectory.reward
