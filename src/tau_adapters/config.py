@@ -7,7 +7,14 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tau_adapters.domains.names import resolve_domain_name
 from tau_adapters.errors import ConfigError, close_matches
@@ -40,6 +47,10 @@ ENV_ALIASES: dict[str, str] = {
 }
 ENV_PREFIX = "TAU_ADAPTERS_"
 
+#: The grading (and reward shorthand) that leaves natural-language assertions out: for training
+#: without a judge. Its numbers are not the benchmark's official score and are labelled so.
+NO_JUDGE = "official-no-judge"
+
 
 class EpisodeConfig(BaseModel):
     """What one episode is: which task set, which limits, who plays the user and the agent."""
@@ -58,7 +69,21 @@ class EpisodeConfig(BaseModel):
     user: str = Field("scripted", description="User simulator spec, e.g. 'scripted'.")
     policy: str = Field("oracle", description="Policy spec, e.g. 'oracle'.")
     judge_model: str | None = Field(
-        None, description="LLM judge for tasks scored with NL_ASSERTION (none by default)."
+        None,
+        description="LLM judge of natural-language assertions: openai:URL (with judge_model_name), "
+        "litellm:MODEL, or a bare litellm model name. None: no judge.",
+    )
+    judge_model_name: str | None = Field(
+        None, description="Model name sent to an openai:URL judge endpoint."
+    )
+    judge_api_base: str | None = Field(None, description="Endpoint base URL for a litellm judge.")
+    judge_timeout_s: float = Field(120.0, gt=0, description="Seconds per judge request.")
+    judge_attempts: int = Field(4, ge=1, description="Attempts per judge request (retries+1).")
+    judge_concurrency: int = Field(16, ge=1, description="Judge calls in flight per endpoint.")
+    grading: Literal["official", "official-no-judge"] = Field(
+        "official",
+        description="official: the benchmark's rule (NL assertions need a judge); "
+        "official-no-judge: every component but the NL assertions (not the official score).",
     )
 
     # -- the user simulator --------------------------------------------------------------------
@@ -83,7 +108,11 @@ class EpisodeConfig(BaseModel):
     )
 
     # -- reward shaping (the official reward is always kept) ------------------------------------
-    reward: str = Field("binary", description="Reward shaper: binary, partial, curriculum.")
+    reward: str = Field(
+        "binary",
+        description="Reward shaper: binary (= official), partial, curriculum; official-no-judge: "
+        "binary over grading official-no-judge (no judge, not the official score).",
+    )
     reward_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Settings for a shaper that declares a settings model (JSON object).",
@@ -159,6 +188,19 @@ class EpisodeConfig(BaseModel):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"expected a JSON object ({exc.msg})") from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_judge_shorthand(cls, values: Any) -> Any:
+        """``reward=official-no-judge`` means the binary reward over the no-judge grading."""
+        if isinstance(values, dict) and values.get("reward") == NO_JUDGE:
+            if values.get("grading", NO_JUDGE) != NO_JUDGE:
+                raise ValueError(
+                    f"reward {NO_JUDGE!r} grades without a judge, but grading is "
+                    f"{values['grading']!r}: drop one of the two"
+                )
+            values = {**values, "grading": NO_JUDGE}
+        return values
 
     @field_validator("domain")
     @classmethod

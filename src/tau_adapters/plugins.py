@@ -87,6 +87,8 @@ BUILTINS: dict[Kind, dict[str, str]] = {
     },
     "reward shaper": {
         "binary": "tau_adapters.rewards.shapers:make_binary",
+        "official": "tau_adapters.rewards.shapers:make_official",
+        "official-no-judge": "tau_adapters.rewards.shapers:make_official_no_judge",
         "partial": "tau_adapters.rewards.shapers:make_partial",
         "curriculum": "tau_adapters.rewards.shapers:make_curriculum",
     },

@@ -256,8 +256,12 @@ def test_wait_ready_waits_for_an_engine_that_is_starting(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "fragment"),
     [
-        (["--reward", "foo"], {}, "binary, curriculum, partial"),
-        ([], {"TAU_ADAPTERS_REWARD": "foo"}, "binary, curriculum, partial"),
+        (["--reward", "foo"], {}, "binary, curriculum, official, official-no-judge, partial"),
+        (
+            [],
+            {"TAU_ADAPTERS_REWARD": "foo"},
+            "binary, curriculum, official, official-no-judge, partial",
+        ),
         ([], {"TAU_ADAPTERS_MAX_STEP": "3"}, "did you mean TAU_ADAPTERS_MAX_STEPS"),
         ([], {"TAU_ADAPTERS_CPU_THREADS": "four"}, "TAU_ADAPTERS_CPU_THREADS must be a positive"),
         ([], {"TAU_ADAPTERS_CPU_THREADS": "0"}, "TAU_ADAPTERS_CPU_THREADS must be a positive"),
@@ -458,7 +462,7 @@ def test_help_shows_a_default_for_every_option_and_the_valid_names(capsys) -> No
     text = " ".join(capsys.readouterr().out.split())
     assert "valid: openai:URL, oracle, sglang:URL" in text  # --policy
     assert "valid: litellm:MODEL, openai:URL, scripted" in text  # --user
-    assert "valid: binary, curriculum, partial" in text  # --reward
+    assert "valid: binary, curriculum, official, official-no-judge, partial" in text  # --reward
     assert "hermes" in text and "sglang:<detector>" in text
 
 

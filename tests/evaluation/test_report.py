@@ -178,6 +178,12 @@ def test_degenerate_cases() -> None:
     no_ci = build_report(rows_from(MIXED), bootstrap=0)["domains"]["retail"]
     assert no_ci["pass_hat_k"]["1"]["ci"] is None
     assert build_report([]) == {
+        "provenance": {
+            "benchmark_versions": [],
+            "task_sets": [],
+            "gradings": [],
+            "official": True,
+        },
         "domains": {},
         "overall": None,
         "bootstrap": {"resamples": 1000, "seed": 0, "confidence": 0.95, "unit": "task"},

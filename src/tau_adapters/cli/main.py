@@ -38,6 +38,20 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _judge_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "judge of natural-language assertions (tau2 v1.0.x retail, banking_knowledge)"
+    )
+    group.add_argument(
+        "--judge-model",
+        default=None,
+        help="openai:URL (with --judge-model-name) or litellm:MODEL; required for tasks with NL "
+        "assertions under the official grading",
+    )
+    group.add_argument("--judge-model-name", default=None, help="model name at an openai:URL judge")
+    group.add_argument("--judge-api-base", default=None, help="endpoint for a litellm judge")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tau_adapters import __version__
 
@@ -98,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=None)
     ev.add_argument("--task-ids", type=_csv, default=None, help="comma-separated task ids")
     ev.add_argument("--num-tasks", type=_positive_int, default=None, help="first N tasks only")
-    ev.add_argument("--judge-model", default=None, help="LLM judge for NL_ASSERTION tasks")
+    _judge_arguments(ev)
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex = ev.add_argument_group("where episodes run (--executor ray needs the `ray` extra)")
     ex.add_argument("--executor", choices=["local", "ray"], default="local")
@@ -125,7 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="tau-bench v1 domains (tau1-*): v1's user strategy (default: llm)",
     )
-    ev.add_argument("--reward", default=None, help="reward shaper: binary, partial, curriculum")
+    ev.add_argument(
+        "--reward",
+        default=None,
+        help="reward: binary (= official), partial, curriculum, or official-no-judge (natural-"
+        "language assertions not judged, for training: NOT the official score)",
+    )
     model = ev.add_argument_group("served policies (--policy sglang:URL | openai:URL)")
     model.add_argument(
         "--tokenizer",
@@ -218,7 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="re-score a trajectories.jsonl with tau2's rule")
     score.add_argument("trajectories", type=Path)
     score.add_argument("--output", type=Path, default=None)
-    score.add_argument("--judge-model", default=None)
+    _judge_arguments(score)
+    score.add_argument(
+        "--reward",
+        choices=["official", "official-no-judge"],
+        default="official",
+        help="official (NL assertions need --judge-model) or official-no-judge (NOT the official "
+        "score)",
+    )
+    score.add_argument(
+        "--allow-version-mismatch",
+        action="store_true",
+        help="re-score rows written by another benchmark version (the numbers will differ)",
+    )
 
     report = commands.add_parser(
         "report", help="pass^k with CIs and failures of a run, or compare two runs"
@@ -231,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="folder for comparison.json (default: the current folder)",
+    )
+    report.add_argument(
+        "--allow-version-mismatch",
+        action="store_true",
+        help="compare runs of different benchmark versions or gradings (not comparable numbers)",
     )
     from tau_adapters.cli.help import document_options
 
@@ -276,6 +312,9 @@ def print_summary(summary: dict[str, Any], title: str = "results") -> None:
 
     domains = summary["domains"]
     max_k = max((stats["trials"] for stats in domains.values()), default=0)
+    unofficial = [d for d, stats in domains.items() if not stats.get("official", True)]
+    if unofficial:
+        title += " - NOT THE OFFICIAL SCORE for " + ", ".join(unofficial)
     table = Table(title=title)
     for column in ("domain", "tasks", "trials", "failed", "avg reward"):
         table.add_column(column, justify="left" if column == "domain" else "right", no_wrap=True)
@@ -285,6 +324,7 @@ def print_summary(summary: dict[str, Any], title: str = "results") -> None:
         table.add_column(f"pass@{max_k}", justify="right")
     table.add_column("terminations")
     table.add_column("status")
+    table.add_column("benchmark / grading")
 
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
@@ -297,6 +337,8 @@ def print_summary(summary: dict[str, Any], title: str = "results") -> None:
             cells.append(fmt(stats["pass_at_k"].get(str(max_k))))
         cells.append(", ".join(f"{r} {n}" for r, n in sorted(stats["terminations"].items())))
         cells.append(", ".join(f"{r} {n}" for r, n in sorted(stats["statuses"].items())))
+        versions = ", ".join(stats.get("benchmark_versions") or [])
+        cells.append(f"{versions} / {stats.get('grading_note', 'official score')}")
         table.add_row(*cells)
     _console().print(table)
     print("pass^k: all k trials of a task succeed (tau-bench); pass@k: at least one of k succeeds.")
@@ -328,6 +370,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         max_errors=args.max_errors,
         seed=args.seed,
         judge_model=args.judge_model,
+        judge_model_name=args.judge_model_name,
+        judge_api_base=args.judge_api_base,
         tokenizer=args.tokenizer,
         chat_template=args.chat_template,
         chat_template_kwargs=args.chat_template_kwargs,
@@ -426,7 +470,22 @@ def _cmd_score(args: argparse.Namespace) -> int:
         from tau_adapters.evaluation.run_folder import check_output_file
 
         check_output_file(args.output, "--output")
-    scored = rescore_rows(rows, source=str(args.trajectories), judge_model=args.judge_model)
+    from tau_adapters.config import EpisodeConfig
+    from tau_adapters.rewards.judge import make_judge
+
+    judge_config = EpisodeConfig.from_env(
+        judge_model=args.judge_model,
+        judge_model_name=args.judge_model_name,
+        judge_api_base=args.judge_api_base,
+        reward=args.reward,
+    )
+    make_judge(judge_config)  # a judge spec that cannot work fails before any row
+    scored = rescore_rows(
+        rows,
+        source=str(args.trajectories),
+        judge_config=judge_config,
+        allow_version_mismatch=args.allow_version_mismatch,
+    )
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with args.output.open("w", encoding="utf-8") as stream:
@@ -435,7 +494,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     agree = sum(row["agrees"] for row in scored)
     print_summary({"domains": summarize(scored)}, title="re-scored")
     print(f"re-scored {len(scored)} trajectories; {agree} agree with the stored reward")
-    return 0
+    mismatched = sum(1 for row in scored if row.get("version_mismatch"))
+    if mismatched:
+        print(f"{mismatched} rows were written by another benchmark version (re-scored anyway)")
+    return EXIT_EPISODES_FAILED if any(row["status"] == "failed" for row in scored) else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -475,7 +537,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     # Where the user asked, or the current folder: never inside run B, which is B's own record.
     output = args.output if args.output is not None else Path(".")
     make_folder(output, "--output")
-    comparison = compare(both[0], both[1], label_a=labels[0], label_b=labels[1])
+    comparison = compare(
+        both[0],
+        both[1],
+        label_a=labels[0],
+        label_b=labels[1],
+        allow_version_mismatch=args.allow_version_mismatch,
+    )
     print_comparison(comparison, _console())
     path = output / COMPARISON_FILE
     path.write_text(json.dumps(comparison, indent=2) + "\n", encoding="utf-8")

@@ -38,7 +38,11 @@ class Domain(Protocol):
 
     def initial_environment(self, task: Any, solo_mode: bool = False) -> Any: ...
 
-    def check_scorable(self, task: Any, judge_model: str | None = None) -> None: ...
+    def needs_judge(self, task: Any) -> bool: ...
+
+    def check_scorable(
+        self, task: Any, judge_model: str | None = None, grading: str = "official"
+    ) -> None: ...
 
     def score(
         self,
@@ -46,6 +50,7 @@ class Domain(Protocol):
         messages: Sequence[Any],
         termination_reason: Any,
         *,
-        judge_model: str | None = None,
+        judge: Any = None,
+        grading: str = "official",
         solo_mode: bool = False,
     ) -> Any: ...

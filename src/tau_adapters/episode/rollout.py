@@ -22,6 +22,7 @@ from tau_adapters.domains import benchmark_of, get_domain
 from tau_adapters.episode.session import Session
 from tau_adapters.errors import EndpointError, EpisodeSignal
 from tau_adapters.plugins import make_policy, make_user
+from tau_adapters.rewards.grading import grading_note, reward_components
 from tau_adapters.rewards.shapers import get_shaper
 from tau_adapters.runtime.scheduling import run_cpu
 
@@ -60,6 +61,10 @@ class Trajectory:
     task_fingerprint: str | None = None
     #: Which benchmark judged the episode: ``tau2`` or ``tau1`` (tau-bench v1).
     benchmark: str = "tau2"
+    #: ``official`` or ``official-no-judge`` (NL assertions left out: not the official score).
+    grading: str = "official"
+    #: The NL-assertion judge that graded the episode (`Judge.describe()`), if one was called.
+    judge: str | None = None
 
     @classmethod
     def failed(
@@ -108,6 +113,8 @@ class Trajectory:
             "status": self.status,
             "termination_reason": self.termination_reason,
             "reward": self.reward,
+            "grading": self.grading,
+            "reward_components": reward_components(self.reward_info),
             "shaped_reward": self.shaped_reward,
             "reward_info": (
                 self.reward_info.model_dump(mode="json") if self.reward_info is not None else None
@@ -123,6 +130,10 @@ class Trajectory:
             "remove_sample": self.remove_sample,
             "messages": [m.model_dump(mode="json") for m in self.messages],
         }
+        if self.grading != "official":
+            row["grading_note"] = grading_note(self.grading)
+        if self.judge is not None:
+            row["judge"] = self.judge
         if self.rejected_turns:
             row["rejected_turns"] = list(self.rejected_turns)
         if self.shaped is not None:
@@ -214,8 +225,14 @@ async def rollout(
                 await party.close()
     if cancelled is not None and on_cancel == "raise":
         raise cancelled
-    # Scoring replays the episode in tau2: a few milliseconds of CPU, off the event loop.
-    trajectory = await run_cpu(
+    # Scoring replays the episode in tau2: a few milliseconds of CPU, off the event loop. An
+    # episode with a judge waits on its request there: on a pool of its own, not the CPU pool.
+    run = run_cpu
+    if session.judge is not None:
+        from tau_adapters.rewards.judge import run_judged
+
+        run = run_judged
+    trajectory = await run(
         _finish, session, policy, user, config, task, trial, seed, split, timings, remove
     )
     trajectory.duration_s = time.perf_counter() - started
@@ -271,6 +288,9 @@ def _finish(
     user_usage = getattr(user, "usage", None)
     if user_usage:
         usage["user"] = dict(user_usage)
+    judge = session.judge
+    if judge is not None and judge.usage["calls"]:
+        usage["judge"] = dict(judge.usage)
     shaper = get_shaper(config)
     shaped = shaper.shape(reward_info, domain=session.domain.name, task_id=task.id, official=reward)
     if status != "failed":  # infrastructure failures say nothing about the task's difficulty
@@ -300,4 +320,6 @@ def _finish(
         usage=usage,
         shaped=shaped,
         benchmark=session.domain.benchmark,
+        grading=config.grading,
+        judge=judge.describe() if judge is not None else None,
     )

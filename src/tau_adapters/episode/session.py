@@ -53,7 +53,13 @@ class Session:
     ) -> None:
         self.domain: Any = domain or get_domain(config.domain)
         self.tau2 = self.domain.tau2
-        self.domain.check_scorable(task, config.judge_model)
+        self.domain.check_scorable(task, config.judge_model, config.grading)
+        #: The NL-assertion judge of this episode (None when its grading calls none).
+        self.judge: Any = None
+        if config.grading == "official" and self.domain.needs_judge(task):
+            from tau_adapters.rewards.judge import make_judge
+
+            self.judge = make_judge(config)
         self.task = task
         self.config = config
         self.user = user
@@ -174,7 +180,7 @@ class Session:
         reason = self.termination_reason
         tau2_reason = TAU2_TERMINATION_REASON.get(str(reason), reason)
         info = self.domain.score(
-            self.task, self.messages, tau2_reason, judge_model=self.config.judge_model
+            self.task, self.messages, tau2_reason, judge=self.judge, grading=self.config.grading
         )
         if tau2_reason != reason:  # ours stays in termination_reason; tau2's is recorded here
             info.info = {**(info.info or {}), "tau2_termination_reason": tau2_reason}

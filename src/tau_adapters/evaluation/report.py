@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tau_adapters.errors import ConfigError
 from tau_adapters.evaluation.metrics import is_failed, is_success, pass_at_k, pass_hat_k, summarize
+from tau_adapters.evaluation.versions import check_comparable, header_lines, provenance
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -257,6 +258,8 @@ def build_report(
         else None
     )
     return {
+        # Which benchmark version, task sets and grading produced these numbers (the header).
+        "provenance": provenance(checked),
         "domains": domains,
         "overall": overall,
         "bootstrap": {
@@ -383,15 +386,28 @@ def _side(a: float | None, b: float | None) -> dict[str, float | None]:
 
 
 def compare(
-    rows_a: Iterable[Row], rows_b: Iterable[Row], *, label_a: str = "A", label_b: str = "B"
+    rows_a: Iterable[Row],
+    rows_b: Iterable[Row],
+    *,
+    label_a: str = "A",
+    label_b: str = "B",
+    allow_version_mismatch: bool = False,
 ) -> dict[str, Any]:
     """What changed from run A to run B: metric deltas per domain and the tasks that flipped.
 
     Each side's metrics are over that run's own tasks (as in its report); pass^k uses the largest
     k both runs have trials for. A task passes in a run when at least half its trials succeed.
-    Deltas are B - A.
+    Deltas are B - A. Runs of different benchmark versions or gradings are refused (`ConfigError`)
+    unless `allow_version_mismatch`; the differences are then kept in ``mismatch``.
     """
     checked_a, checked_b = _check_rows(rows_a), _check_rows(rows_b)
+    mismatch = check_comparable(
+        checked_a,
+        checked_b,
+        label_a=label_a,
+        label_b=label_b,
+        allow=allow_version_mismatch,
+    )
     stats_a, stats_b = summarize(checked_a), summarize(checked_b)
     domains: dict[str, Any] = {}
     flipped: dict[str, dict[str, list[str]]] = {}
@@ -427,6 +443,8 @@ def compare(
         }
     return {
         "labels": {"a": label_a, "b": label_b},
+        "provenance": {"a": provenance(checked_a), "b": provenance(checked_b)},
+        "mismatch": mismatch,
         "pass_threshold": PASS_THRESHOLD,
         "domains": domains,
         "flipped": flipped,
@@ -535,6 +553,12 @@ def print_report(report: Mapping[str, Any], console: Console | None = None) -> N
     from rich.text import Text
 
     console = _default_console(console)
+    info = report.get("provenance")
+    if info:
+        for line in header_lines(info):
+            console.print(Text(line), soft_wrap=True)
+        if not info["official"]:
+            console.print(Text("NOT THE OFFICIAL SCORE: see grading above", style="bold red"))
     blocks = _report_blocks(report)
     max_k = max((block["trials"] for _, block in blocks), default=0)
     confidence = report.get("bootstrap", {}).get("confidence")
@@ -618,6 +642,12 @@ def print_comparison(comparison: Mapping[str, Any], console: Console | None = No
 
     console = _default_console(console)
     a, b = comparison["labels"]["a"], comparison["labels"]["b"]
+    for side, label in (("a", a), ("b", b)):
+        info = comparison.get("provenance", {}).get(side)
+        if info:
+            console.print(Text(f"{label}: " + " | ".join(header_lines(info))), soft_wrap=True)
+    for problem in comparison.get("mismatch") or []:
+        console.print(Text(f"NOT COMPARABLE ({problem}); compared anyway", style="bold red"))
     table = Table(title=f"{a} -> {b}")
 
     def delta(value: float | None) -> str:

@@ -1,27 +1,48 @@
-"""`tau-adapters score`: re-score saved trajectories with tau2's official rule."""
+"""`tau-adapters score`: re-score saved trajectories with tau2's official rule.
+
+A row is re-scored only by the benchmark version that produced it (`versions.check_rescorable`):
+another version has other tasks and another grading, so its number would not be the row's.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain, resolve_domain
 from tau_adapters.errors import ConfigError
+from tau_adapters.evaluation.versions import (
+    backend_version,
+    check_rescorable,
+    row_benchmark_version,
+)
+from tau_adapters.rewards.grading import grading_note, reward_components
 
 REQUIRED_KEYS = ("domain", "task_id", "messages", "termination_reason")
 
 
-def rescore_row(row: dict[str, Any], *, judge_model: str | None = None) -> dict[str, Any]:
-    """Score one saved row again; returns the official reward next to the stored one."""
+def rescore_row(
+    row: dict[str, Any],
+    *,
+    judge_config: EpisodeConfig | None = None,
+    allow_version_mismatch: bool = False,
+) -> dict[str, Any]:
+    """Score one saved row again; returns the reward next to the stored one.
+
+    `judge_config` carries the judge settings and the grading (default: official, no judge)."""
+    config = judge_config if judge_config is not None else EpisodeConfig()
     missing = [key for key in REQUIRED_KEYS if key not in row]
     if missing:
         raise ConfigError(f"missing field(s) {', '.join(missing)}")
     domain_name, _ = resolve_domain(str(row["domain"]))
     backend = get_domain(domain_name)
+    mismatch = check_rescorable(row, backend, allow=allow_version_mismatch)
     task = backend.task(str(row["task_id"]))
     from tau_adapters.episode.row_checks import check_row_identity
 
     check_row_identity(row, backend, task)
+    backend.check_scorable(task, config.judge_model, config.grading)
     try:
         messages = backend.tau2.message_adapter().validate_python(row["messages"])
     except Exception as exc:
@@ -35,24 +56,59 @@ def rescore_row(row: dict[str, Any], *, judge_model: str | None = None) -> dict[
         raise ConfigError(
             f"termination_reason {reason!r} is not one of {valid + list(TAU2_TERMINATION_REASON)}"
         )
-    info = backend.score(task, messages, tau2_reason, judge_model=judge_model)
+    judge = None
+    if config.grading == "official" and backend.needs_judge(task):
+        from tau_adapters.rewards.judge import make_judge
+
+        judge = make_judge(config)
+    status = row.get("status")
+    error = None
+    try:
+        info = backend.score(task, messages, tau2_reason, judge=judge, grading=config.grading)
+    except Exception as exc:
+        from tau_adapters.rewards.judge import JudgeError
+
+        if not isinstance(exc, JudgeError):
+            raise
+        # The judge could not answer: no score for this row (never a 0), the reason kept.
+        info, status, error = None, "failed", f"scoring failed: {exc}"
     stored = row.get("reward")
-    return {
+    reward = float(info.reward) if info is not None else None
+    out = {
         "domain": backend.name,
         "split": row.get("split"),
         "task_id": task.id,
         "trial": row.get("trial", 0),
+        "benchmark": row.get("benchmark", backend.benchmark),
+        "benchmark_version": backend_version(backend),
+        "stored_benchmark_version": row_benchmark_version(row),
         "termination_reason": reason,
-        "status": row.get("status"),
-        "reward": float(info.reward),
+        "status": status,
+        "reward": reward,
+        "grading": config.grading,
+        "reward_components": reward_components(info),
         "stored_reward": stored,
-        "agrees": stored is None or abs(float(stored) - float(info.reward)) < 1e-9,
-        "reward_info": info.model_dump(mode="json"),
+        "agrees": reward is not None
+        and (stored is None or abs(float(stored) - float(reward)) < 1e-9),
+        "reward_info": info.model_dump(mode="json") if info is not None else None,
     }
+    if config.grading != "official":
+        out["grading_note"] = grading_note(config.grading)
+    if judge is not None:
+        out["judge"] = judge.describe()
+    if error is not None:
+        out["error"] = error
+    if mismatch is not None:
+        out["version_mismatch"] = mismatch
+    return out
 
 
 def rescore_rows(
-    rows: Sequence[dict[str, Any]], *, source: str = "input", judge_model: str | None = None
+    rows: Sequence[dict[str, Any]],
+    *,
+    source: str = "input",
+    judge_config: EpisodeConfig | None = None,
+    allow_version_mismatch: bool = False,
 ) -> list[dict[str, Any]]:
     from tau_adapters.episode.row_checks import check_no_duplicates
 
@@ -60,7 +116,13 @@ def rescore_rows(
     out = []
     for number, row in enumerate(rows, 1):
         try:
-            out.append(rescore_row(row, judge_model=judge_model))
+            out.append(
+                rescore_row(
+                    row,
+                    judge_config=judge_config,
+                    allow_version_mismatch=allow_version_mismatch,
+                )
+            )
         except ConfigError as exc:
             raise ConfigError(f"{source}: row {number}: {exc}") from None
     return out

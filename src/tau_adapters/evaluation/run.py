@@ -51,6 +51,9 @@ def plan_jobs(
     cpu_threads()
     make_policy(base.policy, base)
     make_user(base.user, base)
+    from tau_adapters.rewards.judge import make_judge
+
+    make_judge(base)  # a judge spec that cannot work fails here, not in every episode
     if task_ids and len(set(task_ids)) != len(task_ids):
         twice = sorted({t for t in task_ids if list(task_ids).count(t) > 1})
         raise ConfigError(f"--task-ids lists {', '.join(twice)} more than once")
@@ -80,7 +83,7 @@ def plan_jobs(
             tasks = tasks[:num_tasks]
         config = base.model_copy(update={"domain": domain_name, "split": chosen_split})
         for task in tasks:
-            backend.check_scorable(task, config.judge_model)
+            backend.check_scorable(task, config.judge_model, config.grading)
         jobs.extend(
             Job(config, chosen_split, task, trial) for trial in range(num_trials) for task in tasks
         )
@@ -193,7 +196,12 @@ def write_summary(
 ) -> dict[str, Any]:
     from tau_adapters import __version__
 
+    from tau_adapters.evaluation.versions import provenance
+
     summary: dict[str, Any] = {
+        # Benchmark versions, task sets and grading of the rows (not the official score unless
+        # ``official`` is true).
+        "provenance": provenance(rows),
         "domains": summarize(rows),
         "config": config,
         "partial": partial,

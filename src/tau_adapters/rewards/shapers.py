@@ -1,6 +1,8 @@
 """Reward shapers, looked up by name. The official tau2 reward is always kept next to the shaped one.
 
-- ``binary``: the official reward, unchanged.
+- ``binary`` (also ``official``): the official reward, unchanged.
+- ``official-no-judge``: binary over the grading that leaves natural-language assertions out
+  (``EpisodeConfig.grading``); not the official score, and labelled so wherever it appears.
 - ``partial``: official + alpha_domain x partial score, where the partial score is a weighted mean
   over the components the task actually has: fraction of gold actions matched, fraction of
   communicate checks met, fraction of env assertions met, DB match (weights renormalised over
@@ -86,6 +88,9 @@ def components(reward_info: Any) -> dict[str, float]:
 
 class BinaryShaper:
     name = "binary"
+
+    def __init__(self, name: str = "binary") -> None:
+        self.name = name
 
     def shape(self, reward_info: Any, *, domain: str, task_id: str, official: float) -> Shaped:
         return Shaped(self.name, official, official)
@@ -199,6 +204,18 @@ class CurriculumShaper:
 def make_binary(config: EpisodeConfig) -> BinaryShaper:
     """``binary``: the official reward, unchanged."""
     return BinaryShaper()
+
+
+def make_official(config: EpisodeConfig) -> BinaryShaper:
+    """``official``: the benchmark's reward, unchanged (the same as ``binary``)."""
+    return BinaryShaper("official")
+
+
+def make_official_no_judge(config: EpisodeConfig) -> BinaryShaper:
+    """``official-no-judge``: the reward of grading ``official-no-judge`` (every component but the
+    natural-language assertions, so no judge is called). For training without a judge; it is not
+    the benchmark's official score, and rows, summaries and reports say so."""
+    return BinaryShaper("official-no-judge")
 
 
 def make_partial(config: EpisodeConfig) -> PartialShaper:

@@ -273,7 +273,9 @@ class Tau1Domain:
     def needs_judge(self, task: Any) -> bool:
         return False
 
-    def check_scorable(self, task: Any, judge_model: str | None = None) -> None:
+    def check_scorable(
+        self, task: Any, judge_model: str | None = None, grading: str = "official"
+    ) -> None:
         return None
 
     def actions_of(self, messages: Sequence[Any]) -> list[Any]:
@@ -299,7 +301,8 @@ class Tau1Domain:
         messages: Sequence[Any],
         termination_reason: Any,
         *,
-        judge_model: str | None = None,
+        judge: Any = None,
+        grading: str = "official",
         solo_mode: bool = False,
     ) -> Any:
         """v1's `RewardResult` for an episode, from v1's own ``step`` and ``calculate_reward``."""

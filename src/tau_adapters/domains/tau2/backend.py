@@ -10,8 +10,8 @@ the entries that can differ.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import functools
 import importlib
 import inspect
 import threading
@@ -204,18 +204,37 @@ class Tau2Domain:
 
     # -- scoring -------------------------------------------------------------------------------
     def needs_judge(self, task: Any) -> bool:
+        """Whether tau2 would call its LLM judge: NL_ASSERTION in the basis *and* assertions to
+        grade (tau2 gives 1.0 without a call when the list is empty)."""
         criteria = task.evaluation_criteria
         if criteria is None:
             return False
-        return self.tau2.RewardType.NL_ASSERTION in set(criteria.reward_basis)
+        return self.tau2.RewardType.NL_ASSERTION in set(criteria.reward_basis) and bool(
+            getattr(criteria, "nl_assertions", None)
+        )
 
-    def check_scorable(self, task: Any, judge_model: str | None = None) -> None:
+    def check_scorable(
+        self, task: Any, judge_model: str | None = None, grading: str = "official"
+    ) -> None:
         """Fail early (configuration error) for tasks that need an LLM judge nobody configured."""
-        if self.needs_judge(task) and not judge_model:
+        if grading == "official" and self.needs_judge(task) and not judge_model:
             raise ConfigError(
-                f"task {task.id!r} of domain {self.name!r} is scored with NL_ASSERTION, which needs "
-                "an LLM judge: set `judge_model` (CLI: --judge-model) or leave this task out"
+                f"task {task.id!r} of domain {self.name!r} has natural-language assertions, which "
+                "the official score grades with an LLM judge: set --judge-model (openai:URL with "
+                "--judge-model-name, or litellm:MODEL), or train with --reward official-no-judge "
+                "(not the official score), or leave this task out"
             )
+
+    def _without_nl(self, task: Any) -> Any:
+        """The task with NL_ASSERTION taken out of its reward basis (grading official-no-judge)."""
+        criteria = task.evaluation_criteria
+        nl = self.tau2.RewardType.NL_ASSERTION
+        if criteria is None or nl not in set(criteria.reward_basis):
+            return task
+        basis = [b for b in criteria.reward_basis if b != nl]
+        return task.model_copy(
+            update={"evaluation_criteria": criteria.model_copy(update={"reward_basis": basis})}
+        )
 
     def score(
         self,
@@ -223,12 +242,21 @@ class Tau2Domain:
         messages: Sequence[Any],
         termination_reason: Any,
         *,
-        judge_model: str | None = None,
+        judge: Any = None,
+        grading: str = "official",
         solo_mode: bool = False,
     ) -> Any:
-        """tau2's `RewardInfo` for an episode, from tau2's own `evaluate_simulation`."""
+        """tau2's `RewardInfo` for an episode, from tau2's own `evaluate_simulation`.
+
+        `judge` (`tau_adapters.rewards.judge.Judge`) grades natural-language assertions while
+        bound around the call; grading ``official-no-judge`` scores every other component of the
+        basis instead (tau2's rule over a basis without NL_ASSERTION: not the official score).
+        """
         t = self.tau2
-        self.check_scorable(task, judge_model)
+        if grading == "official-no-judge":
+            task = self._without_nl(task)
+        else:
+            self.check_scorable(task, judge.describe() if judge is not None else None)
         reason = t.TerminationReason(termination_reason)
         simulation = t.SimulationRun.model_construct(
             id=str(uuid.uuid4()),
@@ -240,26 +268,18 @@ class Tau2Domain:
             messages=list(messages),
             reward_info=None,
         )
-        if self.needs_judge(task):
-            evaluation_type = t.EvaluationType.ALL_WITH_NL_ASSERTIONS
-            _set_judge(judge_model)
-        else:
-            evaluation_type = t.EvaluationType.ALL
-        reward_info = t.evaluate_simulation(
-            simulation=simulation,
-            task=task,
-            evaluation_type=evaluation_type,
-            solo_mode=solo_mode,
-            domain=self.scoring_name,
+        judged = grading != "official-no-judge" and self.needs_judge(task)
+        evaluation_type = (
+            t.EvaluationType.ALL_WITH_NL_ASSERTIONS if judged else t.EvaluationType.ALL
         )
+        with judge.bound() if judged else contextlib.nullcontext():
+            reward_info = t.evaluate_simulation(
+                simulation=simulation,
+                task=task,
+                evaluation_type=evaluation_type,
+                solo_mode=solo_mode,
+                domain=self.scoring_name,
+            )
         # tau2's checks hold the task's own gold objects (an ActionCheck's `action` is the task's
         # Action): hand back a copy, so that editing a result can never change the task.
         return copy.deepcopy(reward_info)
-
-
-@functools.cache
-def _set_judge(model: str | None) -> None:
-    """Point tau2's NL-assertion judge at the configured model (process-wide, as tau2 reads it)."""
-    from tau2.evaluator import evaluator_nl_assertions
-
-    evaluator_nl_assertions.DEFAULT_LLM_NL_ASSERTIONS = model
