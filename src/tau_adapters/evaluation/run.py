@@ -195,7 +195,6 @@ def write_summary(
     planned_episodes: int | None = None,
 ) -> dict[str, Any]:
     from tau_adapters import __version__
-
     from tau_adapters.evaluation.versions import provenance
 
     summary: dict[str, Any] = {

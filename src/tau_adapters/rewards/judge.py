@@ -42,7 +42,6 @@ from tau_adapters.errors import ConfigError
 from tau_adapters.runtime.http_client import EndpointError, RetryPolicy, post_json
 from tau_adapters.runtime.scheduling import per_loop
 
-
 T = TypeVar("T")
 
 
