@@ -56,9 +56,10 @@ def installed_tau2_version() -> str:
 
 def backend_version(backend: Any) -> str:
     """The version label of a live backend (its own, when it records one)."""
-    label = getattr(backend, "benchmark_version", None)
-    if label:
-        return str(label)
+    for attribute in ("benchmark_version", "version"):  # e.g. ``tau2 1.0.1``, ``tau-bench ...``
+        label = getattr(backend, attribute, None)
+        if isinstance(label, str) and label:
+            return label
     if getattr(backend, "benchmark", None) == TAU1:
         return TAU1
     return installed_tau2_version()
