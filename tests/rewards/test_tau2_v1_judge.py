@@ -59,9 +59,7 @@ def _reference(task: Any, messages: list[Any], reason: str, verdict: bool) -> An
     from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 
     def generate(model: str, messages: list[Any], **kwargs: Any) -> Any:
-        return AssistantMessage(
-            role="assistant", content=answer_for(messages[-1].content, verdict)
-        )
+        return AssistantMessage(role="assistant", content=answer_for(messages[-1].content, verdict))
 
     simulation = SimulationRun(
         id="reference",
