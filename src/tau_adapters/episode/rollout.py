@@ -60,6 +60,8 @@ class Trajectory:
     task_fingerprint: str | None = None
     #: Which benchmark judged the episode: ``tau2`` or ``tau1`` (tau-bench v1).
     benchmark: str = "tau2"
+    #: The installed release that ran and scored it: ``tau2 26.3 (nvidia)``, ``tau2 1.0.1``.
+    benchmark_version: str | None = None
 
     @classmethod
     def failed(
@@ -99,6 +101,7 @@ class Trajectory:
         """The JSON line written to ``trajectories.jsonl`` (tau2's JSON for messages/reward)."""
         row: dict[str, Any] = {
             "benchmark": self.benchmark,
+            "benchmark_version": self.benchmark_version,
             "domain": self.domain,
             "split": self.split,
             "task_id": self.task_id,
@@ -149,7 +152,7 @@ async def rollout(
     """Run one episode of `task`. `policy`/`user` default to the ones `config` names."""
     started = time.perf_counter()
     seed = config.seed + trial
-    domain = get_domain(config.domain)
+    domain = get_domain(config.domain, retrieval_variant=config.retrieval_variant)
     policy = policy if policy is not None else make_policy(config.policy, config)
     user = user if user is not None else make_user(config.user, config)
     session = Session(task, config, user, seed=seed, domain=domain)
@@ -300,4 +303,5 @@ def _finish(
         usage=usage,
         shaped=shaped,
         benchmark=session.domain.benchmark,
+        benchmark_version=session.domain.version,
     )
