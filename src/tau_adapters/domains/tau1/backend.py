@@ -23,8 +23,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from tau_adapters.domains.tau1.api import TAU1_SPLITS, api1
-from tau_adapters.domains.tau1.benchmark import BENCHMARK, TAU1_DOMAINS
+from tau_adapters.domains.tau1.api import TAU1_DOMAINS, TAU1_SPLITS, api1, tau1_version_label
 from tau_adapters.domains.tau1.data import READ_ONLY_TOOLS, BaseData
 from tau_adapters.domains.tau2.api import api
 from tau_adapters.errors import UnknownNameError
@@ -146,7 +145,7 @@ class Tau1Domain:
         self.tool_schemas: list[dict[str, Any]] = list(template.tools_info)
         self.user_tool_schemas: list[dict[str, Any]] = []
         #: e.g. ``tau-bench 0.1.0 (59a200c6d575)``: written into every trajectory row.
-        self.version: str = BENCHMARK.version()
+        self.version: str = tau1_version_label()
         self.base = BaseData(template.data, v1.to_hashable)
         read_only = READ_ONLY_TOOLS.get(self.v1_name, frozenset())
         self._v1_tools: list[type] = list(template.tools_map.values())

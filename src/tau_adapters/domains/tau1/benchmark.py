@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Our domain names -> v1's: the names are ours (v1 and tau2 share ``airline``/``retail``).
-TAU1_DOMAINS: dict[str, str] = {"tau1-airline": "airline", "tau1-retail": "retail"}
+from tau_adapters.domains.tau1.api import TAU1_DOMAINS, tau1_version_label
+
+__all__ = ["BENCHMARK", "TAU1_DOMAINS"]
 
 
 class Tau1Benchmark:
@@ -29,9 +30,7 @@ class Tau1Benchmark:
         return get_tau1_domain(name)
 
     def version(self) -> str:
-        from tau_adapters.domains.tau1.api import TAU1_COMMIT, api1
-
-        return f"tau-bench {api1().version} ({TAU1_COMMIT[:12]})"
+        return tau1_version_label()
 
 
 BENCHMARK = Tau1Benchmark()
