@@ -64,9 +64,7 @@ class Session:
             domain=self.domain.name,
             task=task,
             system_prompt=self.domain.agent_system_prompt(task),
-            policy=self.domain.task_policy(task)
-            if hasattr(self.domain, "task_policy")
-            else self.domain.policy,
+            policy=self.domain.task_policy(task),
             tools=self.domain.tool_schemas,
             # v1 tasks may allow only some user tools (`Task.user_tools`).
             user_tools=self.domain.task_user_tool_schemas(task),

@@ -253,6 +253,9 @@ class Tau1Domain:
     def task_user_tool_schemas(self, task: Any) -> list[dict[str, Any]]:
         return self.user_tool_schemas
 
+    def task_policy(self, task: Any = None) -> str:
+        return self.policy
+
     def v1_env(self, task_id: str) -> Any:
         """An instance of v1's own environment class for a task, over copy-on-write data views."""
         split, index, _ = self.v1_task(task_id)
