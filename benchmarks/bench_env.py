@@ -54,6 +54,28 @@ def per_call(fn: Any, repeat: int) -> float:
 
 
 # -- tau2's own way (child process) ------------------------------------------------------------
+#: tau2 v1's knowledge domain: environments per task and retrieval variant (offline bm25 here).
+KNOWLEDGE = ("banking_knowledge",)
+
+
+def tau2_domains(registry: Any) -> list[str]:
+    """airline and retail, plus banking_knowledge where the installed tau2 has it (v1.x)."""
+    return ["airline", "retail", *(d for d in KNOWLEDGE if d in registry.get_domains())]
+
+
+def tau2_env_kwargs(domain: str, task: Any) -> dict[str, Any]:
+    """What tau2 v1's runner passes its constructor for `task` (`tau2.runner.build`)."""
+    if domain not in KNOWLEDGE:
+        return {}
+    from tau2.runner.build import _derive_read_log_allowlist
+
+    return {
+        "retrieval_variant": "bm25",
+        "task": task,
+        "read_log_allowlist": _derive_read_log_allowlist(task),
+    }
+
+
 def baseline(trajectory_file: str, reset_repeat: int, mem_envs: int) -> dict[str, Any]:
     from loguru import logger
 
@@ -64,11 +86,13 @@ def baseline(trajectory_file: str, reset_repeat: int, mem_envs: int) -> dict[str
 
     rows = [json.loads(line) for line in Path(trajectory_file).read_text().splitlines()]
     out: dict[str, Any] = {}
-    for domain in ("airline", "retail"):
-        constructor = registry.get_env_constructor(domain)
-        constructor()  # warm file caches
-        out[f"{domain}_reset_s"] = per_call(constructor, reset_repeat)
+    for domain in tau2_domains(registry):
         tasks = {t.id: t for t in registry.get_tasks_loader(domain)(None)}
+        first = next(iter(tasks.values()))
+        kwargs = tau2_env_kwargs(domain, first)
+        constructor = registry.get_env_constructor(domain)
+        constructor(**kwargs)  # warm file caches
+        out[f"{domain}_reset_s"] = per_call(lambda c=constructor, k=kwargs: c(**k), reset_repeat)
         times = []
         rewards = []
         for row in rows:
@@ -85,10 +109,10 @@ def baseline(trajectory_file: str, reset_repeat: int, mem_envs: int) -> dict[str
                     "messages": row["messages"],
                 }
             )
+            task = tasks[row["task_id"]]
+            extra = {"env_kwargs": tau2_env_kwargs(domain, task)} if domain in KNOWLEDGE else {}
             start = time.perf_counter()
-            info = evaluate_simulation(
-                simulation, tasks[row["task_id"]], EvaluationType.ALL, False, domain
-            )
+            info = evaluate_simulation(simulation, task, EvaluationType.ALL, False, domain, **extra)
             times.append(time.perf_counter() - start)
             rewards.append(info.reward)
         out[f"{domain}_score_s"] = statistics.median(times)
@@ -211,7 +235,9 @@ async def make_trajectories(domain: str, split: str) -> list[Any]:
     from tau_adapters.episode.rollout import rollout
 
     config = EpisodeConfig.build(domain=domain, split=split)
-    tasks = get_domain(domain).tasks(split)
+    backend = get_domain(domain)
+    # tau2 v1 grades 40 retail tasks with an LLM judge: only tasks scored without one are timed.
+    tasks = [t for t in backend.tasks(split) if not backend.needs_judge(t)]
     return await asyncio.gather(*(rollout(task, config) for task in tasks))
 
 
@@ -294,8 +320,23 @@ def main() -> None:
         telecom.tasks(split)
     result["telecom_other_splits_s"] = time.perf_counter() - start
 
+    from tau_adapters.domains import domain_names
+    from tau_adapters.domains.tau2.api import benchmark_version
+    from tau_adapters.domains.tau2.knowledge import BUILD_SECONDS
+
+    result["benchmark_version"] = benchmark_version()
+    domains = ["airline", "retail"]
+    if "banking_knowledge" in domain_names():
+        start = time.perf_counter()
+        get_domain("banking_knowledge")  # knowledge base + bm25 index: once per process
+        result["banking_knowledge_backend_build_s"] = time.perf_counter() - start
+        result["banking_knowledge_index_build_s"] = dict(BUILD_SECONDS)
+        domains.append("banking_knowledge")
     trajectories = {
-        domain: asyncio.run(make_trajectories(domain, "test")) for domain in ("airline", "retail")
+        domain: asyncio.run(
+            make_trajectories(domain, "test" if domain != "banking_knowledge" else "all")
+        )
+        for domain in domains
     }
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as stream:
         for domain_trajectories in trajectories.values():
@@ -320,9 +361,9 @@ def main() -> None:
     base = json.loads(child.stdout.strip().splitlines()[-1])
     os.unlink(trajectory_file)
 
-    for domain in ("airline", "retail"):
+    for domain in domains:
         backend = get_domain(domain)
-        task = backend.tasks("test")[0]
+        task = backend.task(trajectories[domain][0].task_id)
         ours_reset = per_call(lambda b=backend, t=task: b.initial_environment(t), 500)
         scores = []
         rewards = []

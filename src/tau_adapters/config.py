@@ -35,6 +35,7 @@ ENV_ALIASES: dict[str, str] = {
     "TAU2_USER": "user",
     "TAU2_POLICY": "policy",
     "TAU2_JUDGE_MODEL": "judge_model",
+    "TAU2_RETRIEVAL_VARIANT": "retrieval_variant",
     "TAU2_USER_MODEL": "user_model",
     "TAU2_USER_API_BASE": "user_api_base",
     "TAU2_USER_TEMPERATURE": "user_temperature",
@@ -57,7 +58,11 @@ class EpisodeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    domain: str = Field("airline", description="tau2 domain (airline, retail, telecom, mock).")
+    domain: str = Field(
+        "airline",
+        description="Domain: tau2's registry (airline, retail, telecom, "
+        "telecom-workflow, mock, banking_knowledge on v1) or tau1-airline/tau1-retail.",
+    )
     split: str | None = Field(None, description="Task split; None means the domain's default.")
     max_steps: int = Field(
         TAU2_DEFAULT_MAX_STEPS, ge=1, description="tau2's max_steps: messages passed, all roles."
@@ -84,6 +89,11 @@ class EpisodeConfig(BaseModel):
         "official",
         description="official: the benchmark's rule (NL assertions need a judge); "
         "official-no-judge: every component but the NL assertions (not the official score).",
+    )
+    retrieval_variant: str | None = Field(
+        None,
+        description="Knowledge domains (tau2 v1 banking_knowledge): tau2's retrieval variant; "
+        "None means 'bm25' (offline). Other domains ignore it.",
     )
 
     # -- the user simulator --------------------------------------------------------------------

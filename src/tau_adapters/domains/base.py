@@ -16,6 +16,8 @@ class Domain(Protocol):
     name: str
     #: ``tau2`` or ``tau1``: written into every trajectory.
     benchmark: str
+    #: The installed release (``tau2 26.3 (nvidia)``, ``tau2 1.0.1``): written into every row.
+    version: str
     #: Handles on tau2's message types (`tau2_api.Tau2`).
     tau2: Any
     policy: str
@@ -26,7 +28,11 @@ class Domain(Protocol):
     #: Whether the agent's first observation includes the scripted greeting the user answers.
     agent_sees_greeting: bool
 
-    def agent_system_prompt(self) -> str: ...
+    def agent_system_prompt(self, task: Any = None) -> str: ...
+
+    def task_user_tool_schemas(self, task: Any) -> list[dict[str, Any]]: ...
+
+    def task_policy(self, task: Any = None) -> str: ...
 
     def splits(self) -> list[str]: ...
 

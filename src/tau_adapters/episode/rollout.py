@@ -65,6 +65,8 @@ class Trajectory:
     grading: str = "official"
     #: The NL-assertion judge that graded the episode (`Judge.describe()`), if one was called.
     judge: str | None = None
+    #: The installed release that ran and scored it: ``tau2 26.3 (nvidia)``, ``tau2 1.0.1``.
+    benchmark_version: str | None = None
 
     @classmethod
     def failed(
@@ -104,6 +106,7 @@ class Trajectory:
         """The JSON line written to ``trajectories.jsonl`` (tau2's JSON for messages/reward)."""
         row: dict[str, Any] = {
             "benchmark": self.benchmark,
+            "benchmark_version": self.benchmark_version,
             "domain": self.domain,
             "split": self.split,
             "task_id": self.task_id,
@@ -160,7 +163,7 @@ async def rollout(
     """Run one episode of `task`. `policy`/`user` default to the ones `config` names."""
     started = time.perf_counter()
     seed = config.seed + trial
-    domain = get_domain(config.domain)
+    domain = get_domain(config.domain, retrieval_variant=config.retrieval_variant)
     policy = policy if policy is not None else make_policy(config.policy, config)
     user = user if user is not None else make_user(config.user, config)
     session = Session(task, config, user, seed=seed, domain=domain)
@@ -322,4 +325,5 @@ def _finish(
         benchmark=session.domain.benchmark,
         grading=config.grading,
         judge=judge.describe() if judge is not None else None,
+        benchmark_version=session.domain.version,
     )

@@ -51,7 +51,9 @@ class Session:
         seed: int | None = None,
         domain: Domain | None = None,
     ) -> None:
-        self.domain: Any = domain or get_domain(config.domain)
+        self.domain: Any = domain or get_domain(
+            config.domain, retrieval_variant=config.retrieval_variant
+        )
         self.tau2 = self.domain.tau2
         self.domain.check_scorable(task, config.judge_model, config.grading)
         #: The NL-assertion judge of this episode (None when its grading calls none).
@@ -67,10 +69,11 @@ class Session:
         self.context = EpisodeContext(
             domain=self.domain.name,
             task=task,
-            system_prompt=self.domain.agent_system_prompt(),
-            policy=self.domain.policy,
+            system_prompt=self.domain.agent_system_prompt(task),
+            policy=self.domain.task_policy(task),
             tools=self.domain.tool_schemas,
-            user_tools=self.domain.user_tool_schemas,
+            # v1 tasks may allow only some user tools (`Task.user_tools`).
+            user_tools=self.domain.task_user_tool_schemas(task),
             seed=self.seed,
             config=config,
         )

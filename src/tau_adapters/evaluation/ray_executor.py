@@ -45,7 +45,9 @@ class _EpisodeWorker:
         key = f"{config.domain}/{task_id}/{trial}"
         self.running[key] = True
         try:
-            task = get_domain(config.domain).task(task_id)
+            task = get_domain(config.domain, retrieval_variant=config.retrieval_variant).task(
+                task_id
+            )
             return await run_job(Job(config, split, task, trial))
         finally:
             self.running.pop(key, None)

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from tau_adapters.agents.thunderagent import ensure_router, policy_protocol
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.domains import benchmark_of, get_domain, resolve_domain
+from tau_adapters.domains import benchmark_for, benchmark_of, get_domain, resolve_domain
 from tau_adapters.episode.rollout import Trajectory, rollout
 from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.evaluation.metrics import summarize
@@ -61,7 +61,7 @@ def plan_jobs(
     seen: dict[tuple[str, str], str] = {}
     for name in domains:
         domain_name, domain_split = resolve_domain(name, split)
-        backend = get_domain(domain_name)
+        backend = get_domain(domain_name, retrieval_variant=base.retrieval_variant)
         chosen_split = domain_split or backend.default_split()
         if (domain_name, chosen_split) in seen:
             # The same tasks twice would count one run as two trials of each task.
@@ -105,7 +105,7 @@ async def run_job(job: Job) -> dict[str, Any]:
 
 def failed_row(job: Job, reason: str) -> dict[str, Any]:
     """The row of an episode that infrastructure lost (status ``failed``, the reason kept)."""
-    return Trajectory.failed(
+    row = Trajectory.failed(
         job.config.domain,
         job.split,
         job.task.id,
@@ -113,6 +113,16 @@ def failed_row(job: Job, reason: str) -> dict[str, Any]:
         seed=job.config.seed + job.trial,
         error=reason,
     ).to_row()
+    row["benchmark_version"] = _benchmark_version(job.config.domain)
+    return row
+
+
+def _benchmark_version(domain: str) -> str | None:
+    """The installed release of the benchmark that owns `domain` (None if it cannot be read)."""
+    try:
+        return benchmark_for(domain).version()
+    except Exception:
+        return None
 
 
 def _write_line(stream: IO[str], row: dict[str, Any]) -> None:
@@ -220,6 +230,12 @@ def write_summary(
         from tau_adapters.domains.tau1.api import TAU1_COMMIT, api1
 
         summary["tau_bench_version"] = f"{api1().version} ({TAU1_COMMIT})"
+    # Which release produced the numbers (`report`/`score` refuse to mix them): one label, or
+    # labels joined by " + " when the run spans benchmarks.
+    versions = sorted(
+        {v for v in (_benchmark_version(name) for name in summary["domains"]) if v is not None}
+    )
+    summary["config"] = {**config, "benchmark_version": " + ".join(versions) or None}
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 

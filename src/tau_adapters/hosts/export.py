@@ -8,16 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.domains import benchmark_of
+from tau_adapters.domains import benchmark_for
 from tau_adapters.episode.tasks import TaskRef, task_refs
 from tau_adapters.episode.text_episode import text_system_prompt
 from tau_adapters.errors import ConfigError, UnknownNameError
 
 #: Row formats of `export_task_refs`.
 EXPORT_FORMATS = ("jsonl", "slime", "areal", "skyrl")
-
-#: SkyRL env ids (`tau_adapters.skyrl.register`) by benchmark.
-SKYRL_ENV_CLASS = {"tau2": "tau2", "tau1": "tau_bench"}
 
 
 def export_row(ref: TaskRef, fmt: str = "jsonl", *, parser: str | None = None) -> dict[str, Any]:
@@ -33,7 +30,7 @@ def export_row(ref: TaskRef, fmt: str = "jsonl", *, parser: str | None = None) -
     if fmt == "skyrl":
         if parser is None:
             parser = EpisodeConfig.from_env().parser
-        env_class = SKYRL_ENV_CLASS[benchmark_of(ref.domain)]
+        env_class = benchmark_for(ref.domain).skyrl_env_class
         return {
             "data_source": f"{env_class}/{ref.domain}",
             "prompt": [{"role": "system", "content": text_system_prompt(ref.domain, parser)}],

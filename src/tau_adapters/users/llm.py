@@ -13,11 +13,12 @@ retries timeouts, 429, 5xx and connection errors with backoff, and after the las
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.domains.names import benchmark_of
+from tau_adapters.domains.names import benchmark_for
 from tau_adapters.domains.tau2.api import api
 from tau_adapters.errors import EndpointError
 from tau_adapters.tokens.chat_messages import tool_calls_from_openai
@@ -130,10 +131,10 @@ def _own_turn(content: str | None, calls: Any) -> dict[str, Any]:
 
 def _llm_user(kind: str, arg: str | None, config: EpisodeConfig) -> Any:
     transport = make_transport(kind, arg, config)
-    if benchmark_of(config.domain) == "tau1":  # tau-bench v1 plays its own user strategies
-        from tau_adapters.users.tau1 import Tau1User
-
-        return Tau1User(transport, config)
+    factory = benchmark_for(config.domain).user_factory  # tau-bench v1 plays its own strategies
+    if factory is not None:
+        module, _, attr = factory.partition(":")
+        return getattr(importlib.import_module(module), attr)(transport, config)
     return LLMUser(transport, config)
 
 

@@ -22,14 +22,23 @@ from tau_adapters.domains.tau2.api import api
 
 
 def opening_message(task: Any) -> str:
-    """The user's first words: the reason for calling and what the user knows."""
+    """The user's first words: the reason for calling and what the user knows.
+
+    The scripted user speaks its instructions, and some name tau2's stop tokens as text (45
+    banking_knowledge tasks in tau2 v1: "say '###STOP###' when ..."); said verbatim, the first
+    message would end the episode. The tokens lose their ``###`` markers here."""
     instructions = task.user_scenario.instructions
     if isinstance(instructions, str):
-        return instructions
-    parts = [instructions.reason_for_call.strip()]
-    if instructions.known_info:
-        parts.append(instructions.known_info.strip())
-    return "\n".join(parts)
+        text = instructions
+    else:
+        parts = [instructions.reason_for_call.strip()]
+        if instructions.known_info:
+            parts.append(instructions.known_info.strip())
+        text = "\n".join(parts)
+    t = api()
+    for token in (t.STOP, t.TRANSFER, t.OUT_OF_SCOPE):
+        text = text.replace(token, token.strip("#"))
+    return text
 
 
 def _mentions(text: str, tool_name: str) -> bool:

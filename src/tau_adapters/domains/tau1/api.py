@@ -16,6 +16,15 @@ from typing import Any
 from tau_adapters.errors import ConfigError
 
 TAU1_COMMIT = "59a200c6d575d595120f1cb70fea53cef0632f6b"
+#: Our domain names -> v1's: the names are ours (v1 and tau2 share ``airline``/``retail``).
+TAU1_DOMAINS: dict[str, str] = {"tau1-airline": "airline", "tau1-retail": "retail"}
+
+
+def tau1_version_label() -> str:
+    """e.g. ``tau-bench 0.1.0 (59a200c6d575)``: what rows and summaries record."""
+    return f"tau-bench {api1().version} ({TAU1_COMMIT[:12]})"
+
+
 TAU1_INSTALL_HINT = (
     "tau-bench v1 (module `tau_bench`) is not installed. It is not on any package index: install "
     f'it from its repository, `pip install "tau_bench @ git+https://github.com/sierra-research/'

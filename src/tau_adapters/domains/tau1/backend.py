@@ -23,8 +23,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from tau_adapters.domains.names import TAU1_DOMAINS
-from tau_adapters.domains.tau1.api import TAU1_SPLITS, api1
+from tau_adapters.domains.tau1.api import TAU1_DOMAINS, TAU1_SPLITS, api1, tau1_version_label
 from tau_adapters.domains.tau1.data import READ_ONLY_TOOLS, BaseData
 from tau_adapters.domains.tau2.api import api
 from tau_adapters.errors import UnknownNameError
@@ -145,6 +144,8 @@ class Tau1Domain:
         self.terminate_tools: frozenset[str] = frozenset(template.terminate_tools)
         self.tool_schemas: list[dict[str, Any]] = list(template.tools_info)
         self.user_tool_schemas: list[dict[str, Any]] = []
+        #: e.g. ``tau-bench 0.1.0 (59a200c6d575)``: written into every trajectory row.
+        self.version: str = tau1_version_label()
         self.base = BaseData(template.data, v1.to_hashable)
         read_only = READ_ONLY_TOOLS.get(self.v1_name, frozenset())
         self._v1_tools: list[type] = list(template.tools_map.values())
@@ -245,9 +246,15 @@ class Tau1Domain:
         """v1 tasks have no initial state: every episode starts from the loaded data."""
         return Tau1Environment(self)
 
-    def agent_system_prompt(self) -> str:
+    def agent_system_prompt(self, task: Any = None) -> str:
         """v1's tool-calling agent gets the wiki as its whole system prompt."""
         return self.wiki
+
+    def task_user_tool_schemas(self, task: Any) -> list[dict[str, Any]]:
+        return self.user_tool_schemas
+
+    def task_policy(self, task: Any = None) -> str:
+        return self.policy
 
     def v1_env(self, task_id: str) -> Any:
         """An instance of v1's own environment class for a task, over copy-on-write data views."""

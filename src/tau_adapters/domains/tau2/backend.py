@@ -22,6 +22,12 @@ from typing import Any
 from tau_adapters.domains.cow import BaseDatabase
 from tau_adapters.domains.names import resolve_domain
 from tau_adapters.domains.tau2.api import api, toolkit_class_state
+from tau_adapters.domains.tau2.knowledge import (
+    DEFAULT_RETRIEVAL_VARIANT,
+    KnowledgeEnvironments,
+    read_log_allowlist,
+    takes_retrieval_variant,
+)
 from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.runtime.gc_hygiene import freeze_long_lived
 
@@ -31,15 +37,33 @@ _lock = threading.Lock()
 _domains: dict[str, Tau2Domain] = {}
 
 
-def get_domain(name: str) -> Tau2Domain:
-    """The process-wide backend of a domain (built on first use, then shared)."""
+def get_domain(name: str, retrieval_variant: str | None = None) -> Tau2Domain:
+    """The process-wide backend of a domain (built on first use, then shared).
+
+    `retrieval_variant` selects a knowledge domain's retrieval setup (``banking_knowledge``: one
+    backend per variant; default `knowledge.DEFAULT_RETRIEVAL_VARIANT`); other domains ignore it.
+    """
     domain, _ = resolve_domain(name)
     with _lock:
-        backend = _domains.get(domain)
+        constructor = _constructor(domain)
+        variant = None
+        if takes_retrieval_variant(constructor):
+            variant = retrieval_variant or DEFAULT_RETRIEVAL_VARIANT
+        key = domain if variant is None else f"{domain}@{variant}"
+        backend = _domains.get(key)
         if backend is None:
-            backend = Tau2Domain(domain)
-            _domains[domain] = backend
+            backend = Tau2Domain(domain, retrieval_variant=variant)
+            _domains[key] = backend
         return backend
+
+
+def _constructor(domain: str) -> Any:
+    t = api()
+    if domain not in t.registry.get_domains():
+        raise UnknownNameError(
+            f"domain of the installed {t.version_label}", domain, t.registry.get_domains()
+        )
+    return t.registry.get_env_constructor(domain)
 
 
 def _fast_toolkit_class(toolkit_cls: Any, base: BaseDatabase, read_tools: frozenset[str]) -> type:
@@ -52,7 +76,12 @@ def _fast_toolkit_class(toolkit_cls: Any, base: BaseDatabase, read_tools: frozen
         return toolkit_cls.use_tool(self, tool_name, **kwargs)
 
     def get_db_hash(self: Any) -> str:
-        return base.digest(self.db)
+        # tau2 v1's `set_state` points `user_tools.db` at the agent's database after loading
+        # `agent_data` (and the other way round after `user_data`); both are then databases
+        # rebuilt by `update_db`, not views of this base: hash them as tau2 does.
+        if isinstance(self.db, base.cls):
+            return base.digest(self.db)
+        return str(toolkit_cls.get_db_hash(self))
 
     return type(
         f"CopyOnWrite{toolkit_cls.__name__}",
@@ -68,15 +97,25 @@ class Tau2Domain:
     terminate_tools: frozenset[str] = frozenset()
     agent_sees_greeting = True
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, retrieval_variant: str | None = None) -> None:
         t = api()
         self.name = name
         self.tau2 = t
-        self._constructor = t.registry.get_env_constructor(name)
+        #: ``tau2 26.3 (nvidia)`` / ``tau2 1.0.1``: written into every trajectory row.
+        self.version: str = t.version_label
+        self._constructor = _constructor(name)
+        self.retrieval_variant: str | None = None
+        self._knowledge: KnowledgeEnvironments | None = None
+        if takes_retrieval_variant(self._constructor):
+            self.retrieval_variant = retrieval_variant or DEFAULT_RETRIEVAL_VARIANT
+            self._knowledge = KnowledgeEnvironments(self._constructor, self.retrieval_variant)
+            self._constructor = self._knowledge
         params = inspect.signature(self._constructor).parameters
         self._takes_user_db = "user_db" in params
         template = self._constructor()  # tau2 parses the database: once per process
         self.policy: str = template.get_policy()
+        # `get_tools()` lists what the agent is offered; v1 hides "discoverable" tools there (the
+        # agent unlocks them through a tool), while `toolkit.tools` still holds every tool.
         self.tool_schemas: list[dict[str, Any]] = [
             tool.openai_schema for tool in template.get_tools()
         ]
@@ -108,7 +147,9 @@ class Tau2Domain:
             for kind, kit in (("tools", template.tools), ("user_tools", template.user_tools))
             if kit is not None
         }
-        self.scoring_name = f"tau_adapters:{name}"
+        self.scoring_name = f"tau_adapters:{name}" + (
+            f"@{self.retrieval_variant}" if self.retrieval_variant else ""
+        )
         if self.scoring_name not in t.registry.get_domains():
             t.registry.register_domain(self.environment, self.scoring_name)
         self._all_tasks: list[Any] | None = None
@@ -116,11 +157,36 @@ class Tau2Domain:
         self._splits: dict[str, list[str]] | None = None
         freeze_long_lived()  # the parsed database and templates never change
 
-    def agent_system_prompt(self) -> str:
-        """tau2's agent prompt around this domain's policy."""
+    def agent_system_prompt(self, task: Any = None) -> str:
+        """tau2's agent prompt around this domain's policy (the task's own policy for a retrieval
+        variant that inlines the task's documents, ``golden_retrieval``)."""
         from tau_adapters.domains.tau2.prompts import system_prompt
 
-        return system_prompt(self.policy)
+        return system_prompt(self.task_policy(task))
+
+    def task_policy(self, task: Any = None) -> str:
+        if task is not None and self._knowledge is not None:
+            return self._knowledge.policy(task)
+        return self.policy
+
+    def task_user_tool_schemas(self, task: Any) -> list[dict[str, Any]]:
+        """The user tools a task allows (v1's per-task ``Task.user_tools``; all when unset)."""
+        allowed = self.tau2.task_user_tools(task)
+        if allowed is None:
+            return self.user_tool_schemas
+        wanted = set(allowed)
+        return [s for s in self.user_tool_schemas if s["function"]["name"] in wanted]
+
+    def env_kwargs(self, task: Any) -> dict[str, Any]:
+        """What tau2's runner passes as ``env_kwargs`` for this task (construction and scoring):
+        for a knowledge domain the variant, the task and the read-log allowlist; else nothing."""
+        if self._knowledge is None:
+            return {}
+        return {
+            "retrieval_variant": self.retrieval_variant,
+            "task": task,
+            "read_log_allowlist": read_log_allowlist(task),
+        }
 
     def _read_tools(self, toolkit: Any) -> frozenset[str]:
         read = self.tau2.ToolType.READ
@@ -134,7 +200,7 @@ class Tau2Domain:
         tasks = list(loader(None))  # every task, parsed once (telecom: a 14 MB file)
         splits_loader = self.tau2.registry.get_task_splits_loader(self.name)
         if splits_loader is None:  # tau2 registers no split loader for mock, but ships a split file
-            module = importlib.import_module(f"tau2.domains.{self.name}.environment")
+            module = importlib.import_module(_constructor(self.name).__module__)
             splits_loader = getattr(module, "get_tasks_split", None)
         try:
             splits = dict(splits_loader() or {}) if splits_loader is not None else {}
@@ -176,9 +242,12 @@ class Tau2Domain:
             ) from None
 
     # -- environments --------------------------------------------------------------------------
-    def environment(self, solo_mode: bool = False) -> Any:
-        """A fresh tau2 `Environment` over a private copy-on-write view of the database."""
-        kwargs: dict[str, Any] = {"db": self._base.view(), "solo_mode": solo_mode}
+    def environment(self, solo_mode: bool = False, **env_kwargs: Any) -> Any:
+        """A fresh tau2 `Environment` over a private copy-on-write view of the database.
+
+        `env_kwargs` are tau2's per-task constructor arguments (`env_kwargs(task)`); tau2's
+        evaluator passes them back here when it scores."""
+        kwargs: dict[str, Any] = {"db": self._base.view(), "solo_mode": solo_mode, **env_kwargs}
         if self._takes_user_db and self._user_base is not None:
             kwargs["user_db"] = self._user_base.view()
         env = self._constructor(**kwargs)
@@ -193,7 +262,7 @@ class Tau2Domain:
 
     def initial_environment(self, task: Any, solo_mode: bool = False) -> Any:
         """An environment with the task's initial state applied exactly as tau2's orchestrator does."""
-        env = self.environment(solo_mode=solo_mode)
+        env = self.environment(solo_mode=solo_mode, **self.env_kwargs(task))
         state = task.initial_state
         env.set_state(
             initialization_data=state.initialization_data if state is not None else None,
@@ -209,8 +278,10 @@ class Tau2Domain:
         criteria = task.evaluation_criteria
         if criteria is None:
             return False
+        # v1 keeps NL_ASSERTION in the basis of 112 retail tasks, but only 40 carry assertions;
+        # tau2's NL evaluator gives 1.0 without a model call when there are none.
         return self.tau2.RewardType.NL_ASSERTION in set(criteria.reward_basis) and bool(
-            getattr(criteria, "nl_assertions", None)
+            criteria.nl_assertions
         )
 
     def check_scorable(
@@ -257,6 +328,12 @@ class Tau2Domain:
             task = self._without_nl(task)
         else:
             self.check_scorable(task, judge.describe() if judge is not None else None)
+        valid = {r.value for r in t.TerminationReason}
+        if termination_reason not in valid:
+            raise ValueError(
+                f"termination reason {termination_reason!r} does not exist in the installed "
+                f"{t.version_label} (valid: {sorted(valid)})"
+            )
         reason = t.TerminationReason(termination_reason)
         simulation = t.SimulationRun.model_construct(
             id=str(uuid.uuid4()),
@@ -272,6 +349,9 @@ class Tau2Domain:
         evaluation_type = (
             t.EvaluationType.ALL_WITH_NL_ASSERTIONS if judged else t.EvaluationType.ALL
         )
+        extra: dict[str, Any] = {}
+        if "env_kwargs" in t.evaluate_params:  # v1: the same per-task arguments as the episode
+            extra["env_kwargs"] = self.env_kwargs(task)
         with judge.bound() if judged else contextlib.nullcontext():
             reward_info = t.evaluate_simulation(
                 simulation=simulation,
@@ -279,6 +359,7 @@ class Tau2Domain:
                 evaluation_type=evaluation_type,
                 solo_mode=solo_mode,
                 domain=self.scoring_name,
+                **extra,
             )
         # tau2's checks hold the task's own gold objects (an ActionCheck's `action` is the task's
         # Action): hand back a copy, so that editing a result can never change the task.
