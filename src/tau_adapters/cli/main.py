@@ -99,6 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task-ids", type=_csv, default=None, help="comma-separated task ids")
     ev.add_argument("--num-tasks", type=_positive_int, default=None, help="first N tasks only")
     ev.add_argument("--judge-model", default=None, help="LLM judge for NL_ASSERTION tasks")
+    ev.add_argument(
+        "--solo",
+        dest="solo_mode",
+        action="store_true",
+        default=None,
+        help="tau2's solo mode: no user, the ticket in the system prompt, the user's tools and "
+        "`done` for the agent (telecom, mock)",
+    )
+    ev.add_argument(
+        "--solo-ticket-as-user",
+        action="store_true",
+        default=None,
+        help="with --solo: the ticket also as a first user turn (not tau2's protocol; for chat "
+        "templates that need a user message)",
+    )
+    ev.add_argument(
+        "--thinking-tool",
+        dest="add_thinking_tool",
+        action="store_true",
+        default=None,
+        help="offer AReaL's think(thoughts) tool (answered locally, never scored)",
+    )
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex = ev.add_argument_group("where episodes run (--executor ray needs the `ray` extra)")
     ex.add_argument("--executor", choices=["local", "ray"], default="local")
@@ -328,6 +350,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         max_errors=args.max_errors,
         seed=args.seed,
         judge_model=args.judge_model,
+        solo_mode=args.solo_mode,
+        solo_ticket_as_user=args.solo_ticket_as_user,
+        add_thinking_tool=args.add_thinking_tool,
         tokenizer=args.tokenizer,
         chat_template=args.chat_template,
         chat_template_kwargs=args.chat_template_kwargs,

@@ -19,7 +19,7 @@ from tau_adapters.agents.oracle import MalformedTurn
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.core import Policy, Status, User
 from tau_adapters.domains import benchmark_of, get_domain
-from tau_adapters.episode.session import Session
+from tau_adapters.episode.session import Session, SoloUser
 from tau_adapters.errors import EndpointError, EpisodeSignal
 from tau_adapters.plugins import make_policy, make_user
 from tau_adapters.rewards.shapers import get_shaper
@@ -151,7 +151,9 @@ async def rollout(
     seed = config.seed + trial
     domain = get_domain(config.domain)
     policy = policy if policy is not None else make_policy(config.policy, config)
-    user = user if user is not None else make_user(config.user, config)
+    if user is None:
+        # Solo mode has no user (tau2's DummyUser): the configured one is not even built.
+        user = SoloUser() if config.solo_mode else make_user(config.user, config)
     session = Session(task, config, user, seed=seed, domain=domain)
     timings = {"policy_s": 0.0, "env_user_s": 0.0, "score_s": 0.0}
     turns: list[dict[str, float]] = []
@@ -257,6 +259,7 @@ def _finish(
         "user_turns": counters.user_turns,
         "tool_calls": counters.tool_calls,
         "tool_errors": counters.tool_errors,
+        "think_calls": counters.think_calls,
         "rejected_turns": len(session.rejected),
         "messages": len(session.messages),
     }

@@ -197,7 +197,9 @@ class TextEpisode:
         try:
             task = self.ref.load()
             parser = make_parser(self.config.parser)
-            user = self.user if self.user is not None else make_user(self.config.user, self.config)
+            user = self.user
+            if user is None and not self.config.solo_mode:  # solo: rollout's SoloUser
+                user = make_user(self.config.user, self.config)
         except Exception as exc:  # a dataset row naming a task that does not exist, and the like
             self.trajectory = _unstarted(self.ref, self.trial, self.config, exc)
             return [system]
