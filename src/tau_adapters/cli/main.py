@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = task_commands.add_parser("export", help="write task references as JSONL")
     export.add_argument("--domain", required=True, type=_csv, help="comma-separated domains")
     export.add_argument("--split", default=None)
+    for sub in (listing, export):
+        sub.add_argument(
+            "--solo",
+            action="store_true",
+            help="only the tasks tau2 runs in solo mode (a domain without solo mode fails)",
+        )
     export.add_argument("--output", required=True, type=Path)
     export.add_argument(
         "--format",
@@ -275,7 +281,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         from rich.table import Table
 
         for domain in args.domain:
-            refs = list_tasks(domain, args.split)
+            refs = list_tasks(domain, args.split, solo=args.solo)
             table = Table(title=f"{domain} / {refs[0]['split'] if refs else args.split}")
             table.add_column("#", justify="right")
             table.add_column("task_id")
@@ -287,7 +293,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     from tau_adapters.evaluation.run_folder import check_output_file
 
     check_output_file(args.output, "--output")
-    count = export_task_refs(args.domain, args.split, args.output, args.format)
+    count = export_task_refs(args.domain, args.split, args.output, args.format, solo=args.solo)
     print(f"wrote {count} task references to {args.output}")
     return 0
 

@@ -60,6 +60,10 @@ class Trajectory:
     task_fingerprint: str | None = None
     #: Which benchmark judged the episode: ``tau2`` or ``tau1`` (tau-bench v1).
     benchmark: str = "tau2"
+    #: tau2's solo protocol (scored with ``solo_mode=True``); the think tool was offered (its
+    #: calls stay in `messages` and are left out when scoring). Written to rows when set.
+    solo_mode: bool = False
+    thinking_tool: bool = False
 
     @classmethod
     def failed(
@@ -123,6 +127,10 @@ class Trajectory:
             "remove_sample": self.remove_sample,
             "messages": [m.model_dump(mode="json") for m in self.messages],
         }
+        if self.solo_mode:
+            row["solo_mode"] = True
+        if self.thinking_tool:
+            row["thinking_tool"] = True
         if self.rejected_turns:
             row["rejected_turns"] = list(self.rejected_turns)
         if self.shaped is not None:
@@ -303,4 +311,6 @@ def _finish(
         usage=usage,
         shaped=shaped,
         benchmark=session.domain.benchmark,
+        solo_mode=session.solo,
+        thinking_tool=session.think,
     )

@@ -290,13 +290,14 @@ class Session:
     def _solo_stop_call(self, message: Any) -> Any:
         """tau2's `LLMSoloAgent`: a message with a call to `done` becomes the stop text, and every
         call in it (`done` and the others) is dropped unexecuted. The calls are kept in
-        ``raw_data["solo_stop_calls"]`` for the record; the token transcript keeps what was
+        ``raw_data["solo_stop_calls"]`` (and its text in ``solo_stop_content``) for the record; the token transcript keeps what was
         sampled."""
         calls = message.tool_calls or []
         if not any(call.name == solo().stop_function for call in calls):
             return message
         raw = dict(message.raw_data or {})
         raw["solo_stop_calls"] = [call.model_dump(mode="json") for call in calls]
+        raw["solo_stop_content"] = message.content
         message.content = solo().stop_token
         message.tool_calls = None
         message.raw_data = raw

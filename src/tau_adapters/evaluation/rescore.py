@@ -35,7 +35,14 @@ def rescore_row(row: dict[str, Any], *, judge_model: str | None = None) -> dict[
         raise ConfigError(
             f"termination_reason {reason!r} is not one of {valid + list(TAU2_TERMINATION_REASON)}"
         )
-    info = backend.score(task, messages, tau2_reason, judge_model=judge_model)
+    if row.get("thinking_tool"):  # as the episode was scored: think calls left out
+        from tau_adapters.domains.tau2.solo import strip_think
+
+        messages = strip_think(messages)
+    if row.get("solo_mode"):
+        info = backend.score(task, messages, tau2_reason, judge_model=judge_model, solo_mode=True)
+    else:
+        info = backend.score(task, messages, tau2_reason, judge_model=judge_model)
     stored = row.get("reward")
     return {
         "domain": backend.name,
