@@ -79,9 +79,10 @@ def render_turn(message: Any, parser: Any) -> str:
     return "\n".join(parts)
 
 
-def oracle_texts(task: Any, parser_spec: str = "hermes") -> list[str]:
+def oracle_texts(task: Any, parser_spec: str = "hermes", *, solo: bool = False) -> list[str]:
     """The oracle policy's turns for `task` as model text in the parser's format, ending with the
-    stop token: with the scripted user they score 1.0 through any text host (calibration)."""
+    stop token: with the scripted user they score 1.0 through any text host (calibration); with
+    `solo`, tau2's solo oracle (the gold actions as calls, then a call to ``done``)."""
     from types import SimpleNamespace
 
     from tau_adapters.agents.oracle import OraclePolicy
@@ -92,7 +93,7 @@ def oracle_texts(task: Any, parser_spec: str = "hermes") -> list[str]:
     oracle = OraclePolicy()
 
     async def plan() -> list[str]:
-        await oracle.start(SimpleNamespace(task=task))
+        await oracle.start(SimpleNamespace(task=task, config=SimpleNamespace(solo_mode=solo)))
         texts: list[str] = []
         while True:
             message = await oracle.act([])
