@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from conftest import requires_tau2
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.episode.rollout import rollout
+
+from conftest import requires_tau2
 
 pytestmark = requires_tau2
 

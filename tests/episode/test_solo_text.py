@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import requires_tau2
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.domains.tau2.solo import solo
 from tau_adapters.episode.rollout import rollout
 from tau_adapters.episode.tasks import TaskRef
 from tau_adapters.episode.text_episode import TextEpisode, oracle_texts
+
+from conftest import requires_tau2
 
 pytestmark = requires_tau2
 

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from conftest import requires_tau2
 from tau_adapters.agents.oracle import OraclePolicy
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import get_domain
 from tau_adapters.episode.rollout import rollout
 from tau_adapters.errors import ConfigError
+
+from conftest import requires_tau2
 
 pytestmark = requires_tau2
 
@@ -33,7 +34,7 @@ def test_think_schema_is_what_tau2_makes_of_areal_function() -> None:
         """
         return AREAL_ANSWER
 
-    assert THINK_TOOL_SCHEMA == as_tool(think).openai_schema
+    assert as_tool(think).openai_schema == THINK_TOOL_SCHEMA
 
 
 class ThinkingOracle(OraclePolicy):
