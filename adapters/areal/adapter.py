@@ -66,16 +66,8 @@ def config_from_econfig(
     budget and the context length; ``tokenizer`` (AReaL's tokenizer or ``tokenizer_path``) is
     used when ``econfig`` names none."""
     values = _plain(econfig)
-    if values.pop("solo_mode", False):
-        raise ConfigError(
-            "econfig.solo_mode: solo mode is not supported by tau-adapters (the agent would hold "
-            "the user's tools); set solo_mode: false and configure a user simulator (user_llm)"
-        )
-    if values.pop("add_thinking_tool", False):
-        raise ConfigError(
-            "econfig.add_thinking_tool is not supported: the agent sees tau2's own tools only; "
-            "use a thinking chat template (chat_template_kwargs: {enable_thinking: true}) instead"
-        )
+    # AReaL's example names: `solo_mode` and `add_thinking_tool` are `EpisodeConfig` names too,
+    # so they pass through as they are; in solo mode the user settings are unused, as in AReaL.
     options = {
         "export_style": values.pop("export_style", "concat"),
         "turn_discount": float(values.pop("turn_discount", 1.0)),

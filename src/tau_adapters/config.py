@@ -45,6 +45,8 @@ ENV_ALIASES: dict[str, str] = {
     "TAU2_PARTIAL_COMMUNICATE_WEIGHT": "reward_communicate_weight",
     "TAU2_PARTIAL_ENV_ASSERTION_WEIGHT": "reward_env_assertion_weight",
     "TAU2_PARTIAL_DB_WEIGHT": "reward_db_weight",
+    "TAU2_SOLO_MODE": "solo_mode",
+    "TAU2_THINKING_TOOL": "add_thinking_tool",
 }
 ENV_PREFIX = "TAU_ADAPTERS_"
 
@@ -94,6 +96,21 @@ class EpisodeConfig(BaseModel):
         None,
         description="Knowledge domains (tau2 v1 banking_knowledge): tau2's retrieval variant; "
         "None means 'bm25' (offline). Other domains ignore it.",
+    )
+    solo_mode: bool = Field(
+        False,
+        description="tau2's solo protocol: no user; the ticket in the system prompt; the agent "
+        "holds the user's tools and ends with `done` (telecom, mock).",
+    )
+    solo_ticket_as_user: bool = Field(
+        False,
+        description="solo_mode: also send the ticket as a first user turn (a deviation from "
+        "tau2, for chat templates that cannot render a prompt without a user message).",
+    )
+    add_thinking_tool: bool = Field(
+        False,
+        description="Offer a think(thoughts) tool (AReaL's): answered locally, no environment "
+        "step, left out of what tau2 scores.",
     )
 
     # -- the user simulator --------------------------------------------------------------------

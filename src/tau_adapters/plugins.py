@@ -246,8 +246,8 @@ def check_user_for_policy(config: EpisodeConfig, *, user_explicit: bool) -> None
     It replays the task's known conversation and stops after one agent turn with any other
     policy, so a model's score against it means nothing. Refused unless asked for by name.
     """
-    if user_explicit or split_spec(config.user)[0] != "scripted":
-        return
+    if config.solo_mode or user_explicit or split_spec(config.user)[0] != "scripted":
+        return  # solo mode has no user at all
     if split_spec(config.policy)[0] == "oracle":
         return
     raise ConfigError(

@@ -358,8 +358,17 @@ def test_config_from_areal_tau2_example_names() -> None:
         {"user_llm": "anthropic/claude-x"}, tokenizer="local:chatml"
     )
     assert (litellm_user.user, litellm_user.user_model) == ("litellm", "anthropic/claude-x")
-    with pytest.raises(ConfigError, match="solo_mode"):
-        adapter.config_from_econfig({"solo_mode": True}, tokenizer="local:chatml")
+    # AReaL's solo_mode and add_thinking_tool are accepted under their own names...
+    solo, _ = adapter.config_from_econfig(
+        {"domain": "telecom", "solo_mode": True, "add_thinking_tool": True},
+        tokenizer="local:chatml",
+    )
+    assert (solo.solo_mode, solo.add_thinking_tool) == (True, True)
+    # ...and a domain tau2 has no solo mode for fails at start-up, with tau2's reason.
+    with pytest.raises(ConfigError, match="does not support solo mode"):
+        adapter.config_from_econfig(
+            {"domain": "airline", "solo_mode": True}, tokenizer="local:chatml"
+        )
     with pytest.raises(ConfigError, match="tokenizer_path"):
         adapter.config_from_econfig({"domain": "airline"})
     with pytest.raises(ConfigError, match="unknown setting 'max_stepz'"):

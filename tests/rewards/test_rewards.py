@@ -127,7 +127,9 @@ def test_user_shaper_through_the_hook() -> None:
         assert shaped.value == 2.0 and shaped.official == 1.0
     finally:
         pm.unregister(plugin)
-    with pytest.raises(UnknownNameError, match="binary, curriculum, official, official-no-judge, partial"):
+    with pytest.raises(
+        UnknownNameError, match="binary, curriculum, official, official-no-judge, partial"
+    ):
         make_shaper(EpisodeConfig.build(reward="double"))
 
 

@@ -72,6 +72,8 @@ class OpenAIChatPolicy:
             "top_p": config.top_p,
             "max_tokens": config.max_new_tokens,
         }
+        if config.solo_mode:
+            payload["tool_choice"] = "required"  # as tau2's solo agent asks
         body = await self.client.complete(payload, program=self.program)
         self.turns += 1
         usage = body.get("usage") or {}

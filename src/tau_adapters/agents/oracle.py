@@ -9,6 +9,11 @@ A policy is a per-episode object::
 `OraclePolicy` replays the task's ground-truth actions (asking the user to perform the user-side
 ones), states the task's `communicate_info`, and ends. With the scripted user it scores 1.0 on every
 airline, retail and telecom task: the calibration run of the whole pipeline.
+
+In solo mode (tau2's ``llm_agent_solo``) it makes every gold action as a direct tool call (the solo
+environment routes user-side names to the user's toolkit) and then calls ``done``; it cannot state
+``communicate_info`` (nobody listens), so a task scored on COMMUNICATE (mock's
+``update_task_with_initialization_data``) stays below 1.0, in tau2 too.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.core import AGENT_STOP_TOKEN
 from tau_adapters.domains.tau2.api import api
+from tau_adapters.domains.tau2.solo import solo as solo_api
 from tau_adapters.users.scripted import describe_user_action
 
 CLOSING_WITHOUT_INFO = "Is there anything else I can help you with?"
@@ -60,12 +66,14 @@ class OraclePolicy:
         criteria = context.task.evaluation_criteria
         actions = (criteria.actions or []) if criteria is not None else []
         info = (criteria.communicate_info or []) if criteria is not None else []
+        config = getattr(context, "config", None)
+        solo = bool(getattr(config, "solo_mode", False))
         plan: list[Any] = []
         for index, action in enumerate(actions):
             # Deep copies: a returned trajectory must never share a list or dict with the task's
             # gold actions (a host editing a logged argument would change the gold answer).
             arguments = copy.deepcopy(action.arguments)
-            if action.requestor == "user":
+            if action.requestor == "user" and not solo:
                 text = describe_user_action(action.name, arguments)
                 plan.append(t.AssistantMessage(role="assistant", content=text))
             else:
@@ -76,8 +84,14 @@ class OraclePolicy:
                     requestor="assistant",
                 )
                 plan.append(t.AssistantMessage(role="assistant", tool_calls=[call]))
-        closing = " | ".join(info) if info else CLOSING_WITHOUT_INFO
-        plan.append(t.AssistantMessage(role="assistant", content=closing))
+        if solo:
+            done = t.ToolCall(
+                id="oracle_done", name=solo_api().stop_function, arguments={}, requestor="assistant"
+            )
+            plan.append(t.AssistantMessage(role="assistant", tool_calls=[done]))
+        else:
+            closing = " | ".join(info) if info else CLOSING_WITHOUT_INFO
+            plan.append(t.AssistantMessage(role="assistant", content=closing))
         self._plan = plan
 
     async def act(self, observation: list[Any]) -> Any:

@@ -24,7 +24,7 @@ from tau_adapters.runtime.http_client import RetryPolicy
 from tau_adapters.runtime.scheduling import run_cpu
 from tau_adapters.tokens.chat_messages import openai_tool_calls, to_chat
 from tau_adapters.tokens.chat_template import ChatTemplate
-from tau_adapters.tokens.template_probe import probe_template
+from tau_adapters.tokens.template_probe import check_system_only_opening, probe_template
 from tau_adapters.tokens.transcript import Transcript
 
 
@@ -61,11 +61,14 @@ def template_for(config: EpisodeConfig) -> ChatTemplate:
             "token-level policies need a tokenizer: set `tokenizer` (CLI: --tokenizer PATH, a local "
             "Hugging Face tokenizer folder, or local:chatml for the built-in test tokenizer)"
         )
-    return load_template(
+    template = load_template(
         config.tokenizer,
         config.chat_template,
         json.dumps(config.chat_template_kwargs, sort_keys=True),
     )
+    if config.solo_mode and not config.solo_ticket_as_user:
+        check_system_only_opening(template)  # tau2's solo prompt has no user turn
+    return template
 
 
 def short_call_ids(calls: list[Any], parsed: Any, turn: int) -> list[Any]:

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = task_commands.add_parser("export", help="write task references as JSONL")
     export.add_argument("--domain", required=True, type=_csv, help="comma-separated domains")
     export.add_argument("--split", default=None)
+    for sub in (listing, export):
+        sub.add_argument(
+            "--solo",
+            action="store_true",
+            help="only the tasks tau2 runs in solo mode (a domain without solo mode fails)",
+        )
     export.add_argument("--output", required=True, type=Path)
     export.add_argument(
         "--format",
@@ -113,6 +119,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task-ids", type=_csv, default=None, help="comma-separated task ids")
     ev.add_argument("--num-tasks", type=_positive_int, default=None, help="first N tasks only")
     _judge_arguments(ev)
+    ev.add_argument(
+        "--solo",
+        dest="solo_mode",
+        action="store_true",
+        default=None,
+        help="tau2's solo mode: no user, the ticket in the system prompt, the user's tools and "
+        "`done` for the agent (telecom, mock)",
+    )
+    ev.add_argument(
+        "--solo-ticket-as-user",
+        action="store_true",
+        default=None,
+        help="with --solo: the ticket also as a first user turn (not tau2's protocol; for chat "
+        "templates that need a user message)",
+    )
+    ev.add_argument(
+        "--thinking-tool",
+        dest="add_thinking_tool",
+        action="store_true",
+        default=None,
+        help="offer AReaL's think(thoughts) tool (answered locally, never scored)",
+    )
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex = ev.add_argument_group("where episodes run (--executor ray needs the `ray` extra)")
     ex.add_argument("--executor", choices=["local", "ray"], default="local")
@@ -289,7 +317,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         from rich.table import Table
 
         for domain in args.domain:
-            refs = list_tasks(domain, args.split)
+            refs = list_tasks(domain, args.split, solo=args.solo)
             table = Table(title=f"{domain} / {refs[0]['split'] if refs else args.split}")
             table.add_column("#", justify="right")
             table.add_column("task_id")
@@ -301,7 +329,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     from tau_adapters.evaluation.run_folder import check_output_file
 
     check_output_file(args.output, "--output")
-    count = export_task_refs(args.domain, args.split, args.output, args.format)
+    count = export_task_refs(args.domain, args.split, args.output, args.format, solo=args.solo)
     print(f"wrote {count} task references to {args.output}")
     return 0
 
@@ -372,6 +400,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         judge_model=args.judge_model,
         judge_model_name=args.judge_model_name,
         judge_api_base=args.judge_api_base,
+        solo_mode=args.solo_mode,
+        solo_ticket_as_user=args.solo_ticket_as_user,
+        add_thinking_tool=args.add_thinking_tool,
         tokenizer=args.tokenizer,
         chat_template=args.chat_template,
         chat_template_kwargs=args.chat_template_kwargs,

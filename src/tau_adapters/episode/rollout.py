@@ -19,7 +19,7 @@ from tau_adapters.agents.oracle import MalformedTurn
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.core import Policy, Status, User
 from tau_adapters.domains import benchmark_of, get_domain
-from tau_adapters.episode.session import Session
+from tau_adapters.episode.session import Session, SoloUser
 from tau_adapters.errors import EndpointError, EpisodeSignal
 from tau_adapters.plugins import make_policy, make_user
 from tau_adapters.rewards.grading import grading_note, reward_components
@@ -67,6 +67,10 @@ class Trajectory:
     judge: str | None = None
     #: The installed release that ran and scored it: ``tau2 26.3 (nvidia)``, ``tau2 1.0.1``.
     benchmark_version: str | None = None
+    #: tau2's solo protocol (scored with ``solo_mode=True``); the think tool was offered (its
+    #: calls stay in `messages` and are left out when scoring). Written to rows when set.
+    solo_mode: bool = False
+    thinking_tool: bool = False
 
     @classmethod
     def failed(
@@ -137,6 +141,10 @@ class Trajectory:
             row["grading_note"] = grading_note(self.grading)
         if self.judge is not None:
             row["judge"] = self.judge
+        if self.solo_mode:
+            row["solo_mode"] = True
+        if self.thinking_tool:
+            row["thinking_tool"] = True
         if self.rejected_turns:
             row["rejected_turns"] = list(self.rejected_turns)
         if self.shaped is not None:
@@ -165,7 +173,9 @@ async def rollout(
     seed = config.seed + trial
     domain = get_domain(config.domain, retrieval_variant=config.retrieval_variant)
     policy = policy if policy is not None else make_policy(config.policy, config)
-    user = user if user is not None else make_user(config.user, config)
+    if user is None:
+        # Solo mode has no user (tau2's DummyUser): the configured one is not even built.
+        user = SoloUser() if config.solo_mode else make_user(config.user, config)
     session = Session(task, config, user, seed=seed, domain=domain)
     timings = {"policy_s": 0.0, "env_user_s": 0.0, "score_s": 0.0}
     turns: list[dict[str, float]] = []
@@ -277,6 +287,7 @@ def _finish(
         "user_turns": counters.user_turns,
         "tool_calls": counters.tool_calls,
         "tool_errors": counters.tool_errors,
+        "think_calls": counters.think_calls,
         "rejected_turns": len(session.rejected),
         "messages": len(session.messages),
     }
@@ -326,4 +337,6 @@ def _finish(
         grading=config.grading,
         judge=judge.describe() if judge is not None else None,
         benchmark_version=session.domain.version,
+        solo_mode=session.solo,
+        thinking_tool=session.think,
     )

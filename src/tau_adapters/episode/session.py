@@ -19,7 +19,14 @@ from tau_adapters.config import EpisodeConfig
 from tau_adapters.core import AGENT_STOP_TOKEN, EpisodeContext, Role, StepResult, User
 from tau_adapters.domains import get_domain
 from tau_adapters.domains.base import Domain
-from tau_adapters.errors import EpisodeDoneError
+from tau_adapters.domains.tau2.solo import (
+    THINK_ANSWER,
+    THINK_TOOL_NAME,
+    THINK_TOOL_SCHEMA,
+    solo,
+    strip_think,
+)
+from tau_adapters.errors import ConfigError, EpisodeDoneError
 from tau_adapters.runtime.scheduling import run_cpu
 
 if TYPE_CHECKING:
@@ -37,6 +44,7 @@ class _Counters:
     user_turns: int = 0
     tool_calls: int = 0
     tool_errors: int = 0
+    think_calls: int = 0
 
 
 class Session:
@@ -66,14 +74,31 @@ class Session:
         self.config = config
         self.user = user
         self.seed = config.seed if seed is None else seed
+        self.solo = bool(config.solo_mode)
+        if self.solo:
+            solo_agent = getattr(self.domain, "solo_agent", None)
+            if solo_agent is None:
+                raise ConfigError(
+                    f"solo_mode: domain {self.domain.name!r} ({self.domain.benchmark}) has no solo "
+                    "mode; tau2 offers it for telecom and mock"
+                )
+            system_prompt, policy, tools = solo_agent(task)
+            user_tools: list[dict[str, Any]] = []
+        else:
+            system_prompt = self.domain.agent_system_prompt(task)
+            policy, tools = self.domain.task_policy(task), self.domain.tool_schemas
+            # v1 tasks may allow only some user tools (`Task.user_tools`).
+            user_tools = self.domain.task_user_tool_schemas(task)
+        self.think = bool(config.add_thinking_tool)
+        if self.think:
+            tools = with_think_tool(tools, self.domain.name, len(self.domain.tool_schemas))
         self.context = EpisodeContext(
             domain=self.domain.name,
             task=task,
-            system_prompt=self.domain.agent_system_prompt(task),
-            policy=self.domain.task_policy(task),
-            tools=self.domain.tool_schemas,
-            # v1 tasks may allow only some user tools (`Task.user_tools`).
-            user_tools=self.domain.task_user_tool_schemas(task),
+            system_prompt=system_prompt,
+            policy=policy,
+            tools=tools,
+            user_tools=user_tools,
             seed=self.seed,
             config=config,
         )
@@ -90,6 +115,9 @@ class Session:
         self._to: Role | None = None
         self._call_ids = 0
         self._greeting: Any = None
+        #: tau2 does not count the solo agent's first message as a step (it is made in set-up).
+        self._uncounted_turn = False
+        self._think_only = False
 
     # -- public API ----------------------------------------------------------------------------
     async def start(self) -> list[Any]:
@@ -98,13 +126,18 @@ class Session:
         state = self.task.initial_state
         history = copy.deepcopy(list(state.message_history or [])) if state is not None else []
         try:
-            self._env = await run_cpu(self.domain.initial_environment, self.task)
+            if self.solo:
+                self._env = await run_cpu(self.domain.initial_environment, self.task, True)
+            else:
+                self._env = await run_cpu(self.domain.initial_environment, self.task)
         except Exception as exc:  # a broken task or env: end the episode, don't raise
             self._finish("agent_error", f"environment set-up failed: {exc!r}", "failed")
             return []
         for message in history:
             message.turn_idx = None
             self._append(message)
+        if self.solo:
+            return self._start_solo(history)
         try:
             await self.user.start(self.context, _user_history(t, history))
         except Exception as exc:
@@ -121,6 +154,25 @@ class Session:
         await self._advance()
         return [m for m in self.messages if _agent_visible(m) and m is not self._greeting]
 
+    def _start_solo(self, history: list[Any]) -> list[Any]:
+        """tau2's solo start: no user and no greeting; the agent speaks first, having seen only
+        its system prompt (and a history of tool calls, if the task has one)."""
+        t = self.tau2
+        if history:
+            self._resume_from(history[-1])
+            if not self.done and self._to is not Role.AGENT:
+                self._finish("agent_error", "solo task history does not end on the agent's turn")
+        else:
+            self._to, self._from = Role.AGENT, None
+            self._uncounted_turn = True
+        observation = [m for m in self.messages if _agent_visible(m)]
+        if self.config.solo_ticket_as_user:
+            # Not tau2's protocol (opt-in): the ticket as a first user turn the agent sees, kept
+            # out of the trajectory, which tau2 refuses to score with a user message in it.
+            ticket = t.UserMessage(role="user", content=str(self.task.ticket))
+            observation = [ticket, *observation]
+        return observation
+
     async def step(self, message: Any) -> StepResult:
         """Deliver one assistant message; run the user and the environment until it is the agent's
         turn again or the episode ends."""
@@ -133,12 +185,20 @@ class Session:
         self.counters.agent_turns += 1
         if message is None:
             return StepResult([], True, self.termination_reason)
+        if self.solo:
+            message = self._solo_stop_call(message)
         self._append(message)
         if message.content is not None and AGENT_STOP_TOKEN in message.content:
             self._finish("agent_stop")
         self._pending, self._from = message, Role.AGENT
         self._to = Role.ENV if message.is_tool_call() else Role.USER
-        self._after_step()
+        if self.solo and self._to is Role.USER and not self.done:
+            # Nobody to talk to: tau2 ends a solo episode on any text that is not a stop.
+            self._finish("agent_error", "solo agent sent text instead of tool calls", "completed")
+        if self._uncounted_turn:
+            self._uncounted_turn = False
+        else:
+            self._after_step()
         self._sync_env()
         await self._advance()
         observation = [m for m in self.messages[mark + 1 :] if _agent_visible(m)]
@@ -177,13 +237,19 @@ class Session:
             self._finish(termination_reason, reason, status)
 
     def score(self) -> Any:
-        """tau2's `RewardInfo` for the finished episode."""
+        """tau2's `RewardInfo` for the finished episode (think calls left out: `strip_think`)."""
         if not self.done:
             raise EpisodeDoneError("score() needs a finished episode")
         reason = self.termination_reason
         tau2_reason = TAU2_TERMINATION_REASON.get(str(reason), reason)
+        messages = strip_think(self.messages) if self.think else self.messages
         info = self.domain.score(
-            self.task, self.messages, tau2_reason, judge=self.judge, grading=self.config.grading
+            self.task,
+            messages,
+            tau2_reason,
+            judge=self.judge,
+            grading=self.config.grading,
+            solo_mode=self.solo,
         )
         if tau2_reason != reason:  # ours stays in termination_reason; tau2's is recorded here
             info.info = {**(info.info or {}), "tau2_termination_reason": tau2_reason}
@@ -226,11 +292,30 @@ class Session:
                 call.id = self._new_call_id("call")
         return message
 
+    def _solo_stop_call(self, message: Any) -> Any:
+        """tau2's `LLMSoloAgent`: a message with a call to `done` becomes the stop text, and every
+        call in it (`done` and the others) is dropped unexecuted. The calls are kept in
+        ``raw_data["solo_stop_calls"]`` (and its text in ``solo_stop_content``) for the record; the token transcript keeps what was
+        sampled."""
+        calls = message.tool_calls or []
+        if not any(call.name == solo().stop_function for call in calls):
+            return message
+        raw = dict(message.raw_data or {})
+        raw["solo_stop_calls"] = [call.model_dump(mode="json") for call in calls]
+        raw["solo_stop_content"] = message.content
+        message.content = solo().stop_token
+        message.tool_calls = None
+        message.raw_data = raw
+        return message
+
     def _after_step(self) -> None:
         """tau2's rule, applied after every step that does not hand over to the environment."""
         self.counters.steps += 1
         if self._to is Role.ENV:
             return
+        self._check_limits()
+
+    def _check_limits(self) -> None:
         if self.counters.steps >= self.config.max_steps:
             self._finish("max_steps")
         if self.counters.errors >= self.config.max_errors:
@@ -262,6 +347,10 @@ class Session:
                 await self._user_turn()
             else:
                 await run_cpu(self._env_turn)
+            if self._think_only:  # answered here, not by the environment: no step, same limits
+                self._think_only = False
+                self._check_limits()
+                continue
             self._after_step()
             self._sync_env()
 
@@ -293,7 +382,19 @@ class Session:
     def _env_turn(self) -> None:
         t = self.tau2
         results = []
-        for call in self._pending.tool_calls or []:
+        calls = self._pending.tool_calls or []
+        thinks = 0
+        for call in calls:
+            if self.think and call.name == THINK_TOOL_NAME and call.requestor == "assistant":
+                # AReaL's think tool: answered here; the environment never sees it.
+                thinks += 1
+                self.counters.think_calls += 1
+                results.append(
+                    t.ToolMessage(
+                        id=call.id, role="tool", content=THINK_ANSWER, requestor="assistant"
+                    )
+                )
+                continue
             try:
                 result = self._env.get_response(call)
             except Exception as exc:  # get_response already turns tool errors into messages
@@ -311,6 +412,7 @@ class Session:
             results.append(result)
         for result in results:
             self._append(result)
+        self._think_only = bool(calls) and thinks == len(calls)
         terminate = self.domain.terminate_tools
         if terminate and any(
             call.name in terminate and call.requestor == "assistant"
@@ -383,3 +485,29 @@ def _user_visible(message: Any) -> bool:
 
 # Public name for readers of saved trajectories (warm-up export) that rebuild the agent's view.
 agent_visible = _agent_visible
+
+
+def with_think_tool(tools: list[dict[str, Any]], domain: str, at: int) -> list[dict[str, Any]]:
+    """`tools` with AReaL's think tool inserted at `at`: after the agent's own tools, before the
+    user's tools and `done` in solo mode, as AReaL's example orders them."""
+    names = [tool.get("function", {}).get("name") for tool in tools]
+    if THINK_TOOL_NAME in names:
+        raise ConfigError(
+            f"add_thinking_tool: domain {domain!r} already has a tool named "
+            f"{THINK_TOOL_NAME!r} (tau-bench v1's own think tool); set add_thinking_tool false"
+        )
+    return [*tools[:at], THINK_TOOL_SCHEMA, *tools[at:]]
+
+
+class SoloUser:
+    """tau2's `DummyUser`: the user of a solo episode, never addressed (the session does not call
+    it); it exists so that hosts which build a user for every episode need no special case."""
+
+    async def start(self, context: EpisodeContext, history: list[Any]) -> None:
+        return None
+
+    async def respond(self, message: Any) -> Any:
+        raise RuntimeError("the user of a solo episode is never addressed (tau2's DummyUser)")
+
+    async def close(self) -> None:
+        return None

@@ -51,14 +51,20 @@ def text_system_prompt(domain: str, parser_spec: str) -> str:
     prompt (tau2's around the domain policy; v1's wiki), then how to call tools in the parser's
     format, then the schemas."""
     from tau_adapters.domains import get_domain
-    from tau_adapters.plugins import make_parser
 
     backend = get_domain(domain)
-    parser = make_parser(parser_spec, backend.tool_schemas)
-    schemas = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in backend.tool_schemas)
+    return text_prompt(backend.agent_system_prompt(), backend.tool_schemas, parser_spec)
+
+
+def text_prompt(system_prompt: str, tools: list[dict[str, Any]], parser_spec: str) -> str:
+    """An agent prompt with the parser's call format and `tools`' schemas written into it."""
+    from tau_adapters.plugins import make_parser
+
+    parser = make_parser(parser_spec, tools)
+    schemas = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools)
     return "\n\n".join(
         [
-            backend.agent_system_prompt(),
+            system_prompt,
             parser.format_instruction(),
             f"# Tools\nYou can call these tools (OpenAI function schemas):\n{schemas}",
         ]
@@ -73,9 +79,10 @@ def render_turn(message: Any, parser: Any) -> str:
     return "\n".join(parts)
 
 
-def oracle_texts(task: Any, parser_spec: str = "hermes") -> list[str]:
+def oracle_texts(task: Any, parser_spec: str = "hermes", *, solo: bool = False) -> list[str]:
     """The oracle policy's turns for `task` as model text in the parser's format, ending with the
-    stop token: with the scripted user they score 1.0 through any text host (calibration)."""
+    stop token: with the scripted user they score 1.0 through any text host (calibration); with
+    `solo`, tau2's solo oracle (the gold actions as calls, then a call to ``done``)."""
     from types import SimpleNamespace
 
     from tau_adapters.agents.oracle import OraclePolicy
@@ -86,7 +93,7 @@ def oracle_texts(task: Any, parser_spec: str = "hermes") -> list[str]:
     oracle = OraclePolicy()
 
     async def plan() -> list[str]:
-        await oracle.start(SimpleNamespace(task=task))
+        await oracle.start(SimpleNamespace(task=task, config=SimpleNamespace(solo_mode=solo)))
         texts: list[str] = []
         while True:
             message = await oracle.act([])
@@ -136,11 +143,12 @@ class _HostPolicy:
         self.parser = parser
         self.max_turns = max_turns
         self.turns = 0
+        self.context: Any = None
         self.outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
 
     async def start(self, context: Any) -> None:
-        return None
+        self.context = context
 
     async def act(self, observation: list[Any]) -> Any:
         if self.max_turns is not None and self.turns >= self.max_turns:
@@ -197,7 +205,9 @@ class TextEpisode:
         try:
             task = self.ref.load()
             parser = make_parser(self.config.parser)
-            user = self.user if self.user is not None else make_user(self.config.user, self.config)
+            user = self.user
+            if user is None and not self.config.solo_mode:  # solo: rollout's SoloUser
+                user = make_user(self.config.user, self.config)
         except Exception as exc:  # a dataset row naming a task that does not exist, and the like
             self.trajectory = _unstarted(self.ref, self.trial, self.config, exc)
             return [system]
@@ -213,7 +223,14 @@ class TextEpisode:
                 on_cancel="return",
             )
         )
+        policy = self._policy
         turn = await self._next()
+        context = policy.context
+        if context is not None and (self.config.solo_mode or self.config.add_thinking_tool):
+            # The prompt depends on the episode (solo: the ticket; both: the tool list).
+            system["content"] = text_prompt(
+                context.system_prompt, context.tools, self.config.parser
+            )
         return [system, *turn.observation]
 
     async def step(self, text: str) -> TextTurn:

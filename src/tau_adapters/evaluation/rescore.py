@@ -56,6 +56,10 @@ def rescore_row(
         raise ConfigError(
             f"termination_reason {reason!r} is not one of {valid + list(TAU2_TERMINATION_REASON)}"
         )
+    if row.get("thinking_tool"):  # as the episode was scored: think calls left out
+        from tau_adapters.domains.tau2.solo import strip_think
+
+        messages = strip_think(messages)
     judge = None
     if config.grading == "official" and backend.needs_judge(task):
         from tau_adapters.rewards.judge import make_judge
@@ -64,7 +68,14 @@ def rescore_row(
     status = row.get("status")
     error = None
     try:
-        info = backend.score(task, messages, tau2_reason, judge=judge, grading=config.grading)
+        info = backend.score(
+            task,
+            messages,
+            tau2_reason,
+            judge=judge,
+            grading=config.grading,
+            solo_mode=bool(row.get("solo_mode")),
+        )
     except Exception as exc:
         from tau_adapters.rewards.judge import JudgeError
 

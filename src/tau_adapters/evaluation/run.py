@@ -15,6 +15,7 @@ from tau_adapters.agents.thunderagent import ensure_router, policy_protocol
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import benchmark_for, benchmark_of, get_domain, resolve_domain
 from tau_adapters.episode.rollout import Trajectory, rollout
+from tau_adapters.episode.tasks import solo_tasks
 from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.evaluation.metrics import summarize
 from tau_adapters.evaluation.run_folder import SUMMARY_FILE, TRAJECTORIES_FILE, read_rows, row_key
@@ -50,7 +51,8 @@ def plan_jobs(
     check_names(base)
     cpu_threads()
     make_policy(base.policy, base)
-    make_user(base.user, base)
+    if not base.solo_mode:  # solo mode has no user: the configured one is never built
+        make_user(base.user, base)
     from tau_adapters.rewards.judge import make_judge
 
     make_judge(base)  # a judge spec that cannot work fails here, not in every episode
@@ -79,6 +81,10 @@ def plan_jobs(
                     f"task id of {domain_name}/{chosen_split}", missing[0], sorted(known)
                 )
             tasks = [known[tid] for tid in task_ids if tid in known]
+        if base.solo_mode:  # before num_tasks: the first N tasks that qualify, as tau2 does
+            tasks = solo_tasks(
+                backend, tasks, explicit=bool(task_ids), where=f"{domain_name}/{chosen_split}"
+            )
         if num_tasks is not None:
             tasks = tasks[:num_tasks]
         config = base.model_copy(update={"domain": domain_name, "split": chosen_split})

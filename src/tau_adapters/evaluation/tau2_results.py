@@ -51,6 +51,10 @@ def results_for_domain(domain_name: str, rows: Sequence[dict[str, Any]], config:
             messages = adapter.validate_python(row["messages"])
         except Exception as exc:
             raise ConfigError(f"{where}: messages are not tau2 messages: {exc}") from None
+        if row.get("thinking_tool"):  # tau2 26.3 cannot replay think calls: leave them out
+            from tau_adapters.domains.tau2.solo import strip_think
+
+            messages = strip_think(messages)
         stamps = [m.timestamp for m in messages if getattr(m, "timestamp", None)]
         task_id = str(row["task_id"])
         if task_id not in task_ids:
@@ -72,18 +76,24 @@ def results_for_domain(domain_name: str, rows: Sequence[dict[str, Any]], config:
         )
     from tau_adapters import __version__
 
+    solo = bool(config.get("solo_mode")) or any(row.get("solo_mode") for row in rows)
     info = types.Info(
         git_commit=f"tau-adapters {__version__}",
         num_trials=int(config.get("num_trials") or 1 + max(r.get("trial", 0) for r in rows)),
         max_steps=int(config.get("max_steps") or 200),
         max_errors=int(config.get("max_errors") or 10),
+        # Solo runs are labelled with tau2's own names for its solo agent and dummy user.
         user_info=types.UserInfo(
-            implementation=str(config.get("user") or "unknown"), llm=config.get("user_model")
+            implementation="dummy_user" if solo else str(config.get("user") or "unknown"),
+            llm=None if solo else config.get("user_model"),
         ),
         agent_info=types.AgentInfo(
-            implementation=str(config.get("policy") or "unknown"), llm=config.get("model")
+            implementation=f"llm_agent_solo ({config.get('policy')})"
+            if solo
+            else str(config.get("policy") or "unknown"),
+            llm=config.get("model"),
         ),
-        environment_info=domain.environment().get_info(),
+        environment_info=domain.environment(solo_mode=solo).get_info(),
         seed=config.get("seed"),
     )
     tasks = [domain.task(task_id) for task_id in task_ids]

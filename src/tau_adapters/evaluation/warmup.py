@@ -152,9 +152,23 @@ def select(
     return [(run, row) for _, run, row in chosen]
 
 
+def agent_setup(row: dict[str, Any], domain: Any) -> tuple[str, list[dict[str, Any]]]:
+    """The agent's system prompt and tool schemas for a row's episode (solo: tau2's solo prompt
+    with the task's ticket, the user's tools and ``done``; the think tool where it was offered)."""
+    if row.get("solo_mode"):
+        system, _, tools = domain.solo_agent(domain.task(str(row["task_id"])))
+    else:
+        system, tools = domain.agent_system_prompt(), list(domain.tool_schemas)
+    if row.get("thinking_tool"):
+        from tau_adapters.episode.session import with_think_tool
+
+        tools = with_think_tool(tools, domain.name, len(domain.tool_schemas))
+    return system, tools
+
+
 def _system_text(run: Run, row: dict[str, Any], domain: Any) -> tuple[str, Any]:
     """The system prompt exactly as the episode's policy saw it (and the template, token level)."""
-    base = domain.agent_system_prompt()
+    base, tools = agent_setup(row, domain)
     if not row.get("token_level"):
         return base, None
     from tau_adapters.agents.token_policy import system_text, template_for
@@ -170,7 +184,7 @@ def _system_text(run: Run, row: dict[str, Any], domain: Any) -> tuple[str, Any]:
         )
     config = EpisodeConfig.build(domain=domain.name, **settings)
     template = template_for(config)
-    context = SimpleNamespace(system_prompt=base, tools=domain.tool_schemas)
+    context = SimpleNamespace(system_prompt=base, tools=tools)
     return system_text(context, make_parser(config.parser), template), template
 
 
@@ -187,7 +201,10 @@ def chat_conversation(run: Run, row: dict[str, Any]) -> tuple[list[dict[str, Any
         raise ConfigError(f"messages are not tau2 messages: {exc}") from None
     system, template = _system_text(run, row, domain)
     chat = [{"role": "system", "content": system}]
-    visible = [m for m in messages if agent_visible(m)]
+    visible = [_as_sampled(m, domain) for m in messages if agent_visible(m)]
+    if row.get("solo_mode") and run.config.get("solo_ticket_as_user"):
+        ticket = domain.task(str(row["task_id"])).ticket
+        visible.insert(0, domain.tau2.UserMessage(role="user", content=str(ticket)))
     if not domain.agent_sees_greeting and visible and _is_greeting(visible[0], domain):
         visible = visible[1:]  # tau-bench v1's agent never sees the greeting
     chat += to_chat(visible)
@@ -196,6 +213,18 @@ def chat_conversation(run: Run, row: dict[str, Any]) -> tuple[list[dict[str, Any
     while chat and chat[-1]["role"] != "assistant":
         chat.pop()  # trailing user/tool turns carry no training signal
     return chat, template
+
+
+def _as_sampled(message: Any, domain: Any) -> Any:
+    """A solo stop turn as the model wrote it (its ``done`` call), not tau2's rewrite of it."""
+    raw = getattr(message, "raw_data", None) or {}
+    calls = raw.get("solo_stop_calls") if isinstance(raw, dict) else None
+    if not calls:
+        return message
+    tool_calls = [domain.tau2.ToolCall(**call) for call in calls]
+    return message.model_copy(
+        update={"content": raw.get("solo_stop_content"), "tool_calls": tool_calls}
+    )
 
 
 def _is_greeting(message: Any, domain: Any) -> bool:
@@ -247,7 +276,7 @@ def sft_row(run: Run, row: dict[str, Any]) -> dict[str, Any]:
     from tau_adapters.domains import get_domain, resolve_domain
 
     messages, _ = chat_conversation(run, row)
-    tools = get_domain(resolve_domain(str(row["domain"]))[0]).tool_schemas
+    _, tools = agent_setup(row, get_domain(resolve_domain(str(row["domain"]))[0]))
     return {"messages": messages, "tools": tools, "metadata": _metadata(run, row)}
 
 

@@ -146,6 +146,11 @@ def host_config(
     # A misspelt reward/parser/user name fails at start-up, not in every episode; the policy is
     # the host's own engine client, not a name to look up.
     check_names(config, check_policy=False)
+    if config.solo_mode:  # a domain tau2 refuses in solo mode fails here, not in an episode
+        from tau_adapters.domains import get_domain
+        from tau_adapters.episode.tasks import check_solo_domain
+
+        check_solo_domain(get_domain(config.domain))
     return config
 
 

@@ -199,3 +199,27 @@ def _model_ids(
         if token_id in template.end_ids:
             return ids[: n + 1]
     return ids
+
+
+def check_system_only_opening(template: ChatTemplate) -> None:
+    """Refuse a template that cannot render an episode without a user turn (tau2's solo mode).
+
+    tau2's solo agent starts from its system prompt alone and never hears a user; some templates
+    (Qwen3's: "No user query found in messages.") raise on such a conversation. Rendered here:
+    the opening with its generation prompt, and a tool round after it (what every model turn and
+    the end-of-episode check render). The error names the template, its message and the opt-in
+    that adds a user turn."""
+    tools = PROBE_TOOLS if template.supports_tools else None
+    system = {"role": "system", "content": "You are an agent. Solve the ticket."}
+    call = {"role": "assistant", "content": "", "tool_calls": [_call(1, "lookup")]}
+    openings: list[list[dict[str, Any]]] = [[system], [system, call, _tool(1, {"ok": True})]]
+    for conversation in openings:
+        try:
+            template.render(conversation, tools=tools, add_generation_prompt=True)
+        except Exception as exc:
+            raise TemplateError(
+                f"chat template {template.name!r} cannot render tau2's solo conversation (a "
+                f"system prompt and tool calls, no user turn): {type(exc).__name__}: {exc}. "
+                "Set solo_ticket_as_user (CLI: --solo-ticket-as-user) to send the ticket as a "
+                "first user turn (not tau2's protocol), or use another template"
+            ) from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib
 import inspect
 import threading
@@ -270,6 +271,48 @@ class Tau2Domain:
             message_history=list(state.message_history or []) if state is not None else [],
         )
         return env
+
+    # -- solo mode (tau2's llm_agent_solo with its dummy user) ---------------------------------
+    @functools.cached_property
+    def _solo(self) -> tuple[str, list[dict[str, Any]]] | str:
+        """(solo policy, solo tools) or, for a domain tau2 refuses in solo mode, tau2's reason.
+
+        tau2's own constructor decides (airline and retail raise): no list of domains here."""
+        from tau_adapters.domains.tau2.solo import solo
+
+        try:
+            env = self.environment(solo_mode=True)
+        except ValueError as exc:
+            return str(exc)
+        # tau2's order (run.py, LLMSoloAgent): agent tools, user tools, then `done`.
+        tools = [*self.tool_schemas, *self.user_tool_schemas, solo().done_schema]
+        return env.get_policy(), tools
+
+    def check_solo(self, task: Any | None = None) -> None:
+        """Refuse (configuration error) a domain or task that tau2 does not run in solo mode."""
+        from tau_adapters.domains.tau2.solo import solo
+
+        if isinstance(self._solo, str):
+            raise ConfigError(
+                f"solo_mode: tau2 does not support solo mode for domain {self.name!r} "
+                f"({self._solo}); use telecom or mock, or set solo_mode false"
+            )
+        if task is not None:
+            problem = solo().task_problem(task)
+            if problem is not None:
+                raise ConfigError(
+                    f"solo_mode: task {task.id!r} of domain {self.name!r} cannot run in solo "
+                    f"mode: {problem} (tau2's LLMSoloAgent.check_valid_task); leave it out"
+                )
+
+    def solo_agent(self, task: Any) -> tuple[str, str, list[dict[str, Any]]]:
+        """What tau2's solo agent is given for `task`: system prompt, policy, tool schemas."""
+        from tau_adapters.domains.tau2.solo import solo
+
+        self.check_solo(task)
+        assert not isinstance(self._solo, str)
+        policy, tools = self._solo
+        return solo().system_prompt(policy, task.ticket), policy, list(tools)
 
     # -- scoring -------------------------------------------------------------------------------
     def needs_judge(self, task: Any) -> bool:
