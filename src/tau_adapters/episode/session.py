@@ -190,7 +190,7 @@ class Session:
             raise EpisodeDoneError("score() needs a finished episode")
         reason = self.termination_reason
         tau2_reason = TAU2_TERMINATION_REASON.get(str(reason), reason)
-        limits = {}
+        limits: dict[str, int] = {}
         if self.rules.step_limit == "agent_actions":  # the backend re-derives max_steps itself
             limits["max_actions"] = self.config.tau1_max_num_steps
         info = self.domain.score(
