@@ -73,8 +73,11 @@ def to_openai(step: Step) -> dict[str, Any]:
         "role": "assistant",
         "content": text,
         "tool_calls": [
-            {"id": f"c{i}", "type": "function",
-             "function": {"name": name, "arguments": json.dumps(kwargs)}}
+            {
+                "id": f"c{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(kwargs)},
+            }
             for i, (name, kwargs) in enumerate(pairs)
         ],
     }
@@ -107,8 +110,9 @@ def _env(env_name: str, split: str) -> Any:
 
     env = _envs.get((env_name, split))
     if env is None:
-        env = get_env(env_name, user_strategy="human", user_model="none", task_split=split,
-                      task_index=0)
+        env = get_env(
+            env_name, user_strategy="human", user_model="none", task_split=split, task_index=0
+        )
         _envs[(env_name, split)] = env
     return env
 

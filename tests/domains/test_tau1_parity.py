@@ -29,13 +29,12 @@ pytest.importorskip(
     '59a200c6d575d595120f1cb70fea53cef0632f6b"',
 )
 
-import tau1_reference as ref  # noqa: E402
-from tau1_reference import STOP, call, calls, say  # noqa: E402
-
-from tau_adapters.config import EpisodeConfig  # noqa: E402
-from tau_adapters.domains import get_domain  # noqa: E402
-from tau_adapters.episode.rollout import rollout  # noqa: E402
-from tau_adapters.evaluation.rescore import rescore_row  # noqa: E402
+import tau1_reference as ref
+from tau1_reference import STOP, call, calls, say
+from tau_adapters.config import EpisodeConfig
+from tau_adapters.domains import get_domain
+from tau_adapters.episode.rollout import rollout
+from tau_adapters.evaluation.rescore import rescore_row
 
 pytestmark = requires_tau2
 
@@ -43,8 +42,12 @@ FULL = os.environ.get("TAU_ADAPTERS_TAU1_PARITY") == "full"
 STRIDE = 1 if FULL else 5
 DOMAINS = {"airline": "tau1-airline", "retail": "tau1-retail"}
 #: Our termination reason for each of v1's endings (the replay's names).
-OUR_ENDING = {"user_stop": "user_stop", "terminate_tool": "terminate_tool",
-              "max_steps": "max_steps", "not_done": "agent_error"}
+OUR_ENDING = {
+    "user_stop": "user_stop",
+    "terminate_tool": "terminate_tool",
+    "max_steps": "max_steps",
+    "not_done": "agent_error",
+}
 
 
 # -- our side: the same steps and the same user answers --------------------------------------------
@@ -175,7 +178,7 @@ def test_agent_stop_then_user_stop_is_scored() -> None:
 def test_dropped_transfer(index: int) -> None:
     gold = ref.gold_steps("airline", index)
     assert gold[-1][1] == "transfer_to_human_agents"
-    without = gold[:-1] + [say("I cannot help with that. " + STOP)]
+    without = [*gold[:-1], say("I cannot help with that. " + STOP)]
     # v1 compares only data and outputs: when the user then stops, a dropped transfer scores 1.0.
     v1 = check("airline", index, without, [STOP])
     assert (v1["ended"], v1["reward"]) == ("user_stop", 1.0)
@@ -230,11 +233,11 @@ def test_text_sent_with_a_tool_call_never_reaches_the_user_nor_the_outputs() -> 
     assert task.outputs == ["10"]
     gold = ref.gold_steps("retail", 2)
     beside = calls([("think", {"thought": "x"})], "The answer is 10.")
-    v1 = check("retail", 2, gold + [beside, say("Anything else?")], [STOP])
+    v1 = check("retail", 2, [*gold, beside, say("Anything else?")], [STOP])
     assert (v1["ended"], v1["reward"]) == ("user_stop", 0.0)
     assert v1["reward_info"]["info"] == {"r_outputs": 0.0, "outputs": {"10": False}}
     assert v1["user_heard"] == ["Anything else?"]
-    v1 = check("retail", 2, gold + [say("The answer is 10.")], [STOP])
+    v1 = check("retail", 2, [*gold, say("The answer is 10.")], [STOP])
     assert (v1["ended"], v1["reward"]) == ("user_stop", 1.0)
 
 
@@ -256,8 +259,9 @@ def test_error_answers_are_tool_errors_and_never_end_the_episode() -> None:
         "Unknown action no_such_tool",
     ]
     assert (v1["ended"], v1["reward"]) == ("terminate_tool", 1.0)
-    trajectory, _ = ours("airline", 13, bad * 3 + [call("transfer_to_human_agents", summary="x")],
-                         [])
+    trajectory, _ = ours(
+        "airline", 13, bad * 3 + [call("transfer_to_human_agents", summary="x")], []
+    )
     errors = [m.error for m in trajectory.messages if m.role == "tool"]
     # the three "Error: ..." answers are errors; so is an unknown tool (a failed call, though v1's
     # text for it does not start with "Error")
@@ -268,8 +272,10 @@ def test_error_answers_are_tool_errors_and_never_end_the_episode() -> None:
 def test_gt_data_hash_is_v1s_string_and_absent_with_outputs() -> None:
     backend = get_domain("tau1-retail")
     for index in (0, 2, 5):
-        v1 = ref.replay("retail", index, ref.gold_steps("retail", index) + [say("10")], user_replies=[STOP])
-        trajectory, _ = ours("retail", index, ref.gold_steps("retail", index) + [say("10")], [STOP])
+        v1 = ref.replay(
+            "retail", index, [*ref.gold_steps("retail", index), say("10")], user_replies=[STOP]
+        )
+        trajectory, _ = ours("retail", index, [*ref.gold_steps("retail", index), say("10")], [STOP])
         mine = trajectory.reward_info.model_dump(mode="json")["info"]
         assert mine == v1["reward_info"]["info"]
         if ref.task_of("retail", index).outputs:
@@ -291,9 +297,9 @@ def _perturbations(env_name: str, index: int) -> dict[str, tuple[list[ref.Step],
     body = gold[:-1] if ends_in_transfer else gold
     out: dict[str, tuple[list[ref.Step], list[str]]] = {
         "gold": (gold + ([] if ends_in_transfer else [closing]), [STOP]),
-        "agent_stop_user_goes_on": (body + [say(closing[1] + " " + STOP)], ["ok"]),
-        "agent_stop_user_stops": (body + [closing, say(STOP)], ["ok", STOP]),
-        "drop_transfer": (body + [closing], [STOP]),
+        "agent_stop_user_goes_on": ([*body, say(closing[1] + " " + STOP)], ["ok"]),
+        "agent_stop_user_stops": ([*body, closing, say(STOP)], ["ok", STOP]),
+        "drop_transfer": ([*body, closing], [STOP]),
         "transfer_at_limit": ([look] * 29 + [call("transfer_to_human_agents", summary="x")], []),
         "transfer_after_limit": ([look] * 30 + [call("transfer_to_human_agents", summary="x")], []),
         "paired_calls": (
@@ -301,12 +307,17 @@ def _perturbations(env_name: str, index: int) -> dict[str, tuple[list[ref.Step],
             [STOP],
         ),
         "text_beside_call": (
-            body + [calls([("think", {"thought": "t"})], closing[1]), say("Anything else?")],
+            [*body, calls([("think", {"thought": "t"})], closing[1]), say("Anything else?")],
             [STOP],
         ),
         "errors_first": (
-            [call("get_user_details", user_id="nobody"), call("no_such_tool"),
-             call("calculate", expression="1/0")] + gold + [closing],
+            [
+                call("get_user_details", user_id="nobody"),
+                call("no_such_tool"),
+                call("calculate", expression="1/0"),
+                *gold,
+                closing,
+            ],
             [STOP],
         ),
     }
@@ -329,3 +340,11 @@ def test_perturbed_trajectories_of_test_tasks_agree_with_v1(env_name: str) -> No
             endings[v1["ended"]] = endings.get(v1["ended"], 0) + 1
     # every kind of ending occurred
     assert set(endings) == {"user_stop", "terminate_tool", "max_steps", "not_done"}, endings
+
+
+def test_only_stop_ends_the_users_side() -> None:
+    """v1 knows no ###TRANSFER### / ###OUT-OF-SCOPE###: such a reply is just text."""
+    uid = _uid("airline", 13)
+    steps = [call("get_user_details", user_id=uid), say("Anything else?"), say("Bye.")]
+    v1 = check("airline", 13, steps, ["###TRANSFER###", STOP])
+    assert (v1["ended"], v1["reward"], v1["actions"]) == ("user_stop", 1.0, 3)
