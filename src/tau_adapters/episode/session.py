@@ -194,7 +194,12 @@ class Session:
         if self.rules.step_limit == "agent_actions":  # the backend re-derives max_steps itself
             limits["max_actions"] = self.config.tau1_max_num_steps
         info = self.domain.score(
-            self.task, self.messages, tau2_reason, judge=self.judge, grading=self.config.grading, **limits
+            self.task,
+            self.messages,
+            tau2_reason,
+            judge=self.judge,
+            grading=self.config.grading,
+            **limits,
         )
         if tau2_reason != reason:  # ours stays in termination_reason; tau2's is recorded here
             info.info = {**(info.info or {}), "tau2_termination_reason": tau2_reason}
