@@ -24,6 +24,8 @@ from tau_adapters.errors import ConfigError, close_matches
 TAU2_DEFAULT_MAX_STEPS = 200
 TAU2_DEFAULT_MAX_ERRORS = 10
 TAU2_DEFAULT_SEED = 300
+#: tau-bench v1's ``ToolCallingAgent.solve(max_num_steps=30)``: its runner never passes another.
+TAU1_DEFAULT_MAX_NUM_STEPS = 30
 
 #: Environment variables of existing tau2 recipes, and the setting each one fills.
 ENV_ALIASES: dict[str, str] = {
@@ -71,6 +73,12 @@ class EpisodeConfig(BaseModel):
     )
     max_errors: int = Field(
         TAU2_DEFAULT_MAX_ERRORS, ge=1, description="tau2's max_errors: failed tool calls."
+    )
+    tau1_max_num_steps: int = Field(
+        TAU1_DEFAULT_MAX_NUM_STEPS,
+        ge=1,
+        description="tau-bench v1 domains: v1's max_num_steps, agent actions per episode (its "
+        "runner's 30); v1 has no max_steps over messages and no max_errors.",
     )
     seed: int = Field(TAU2_DEFAULT_SEED, description="Base seed; trial k uses seed + k.")
     user: str = Field("scripted", description="User simulator spec, e.g. 'scripted'.")

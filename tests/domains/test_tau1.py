@@ -109,9 +109,7 @@ def _same(ours: Any, reference: Any) -> None:
     assert ours.reward == reference.reward
     assert type(ours.info).__name__ == type(reference.info).__name__
     mine, theirs = ours.info.model_dump(), reference.info.model_dump()
-    mine.pop("gt_data_hash", None)  # ours is the view digest, theirs v1's full hash
-    theirs.pop("gt_data_hash", None)
-    assert mine == theirs
+    assert mine == theirs  # gt_data_hash included: ours is v1's own hash string
     assert [a.model_dump() for a in ours.actions] == [a.model_dump() for a in reference.actions]
 
 
@@ -191,8 +189,9 @@ def test_oracle_scores_one_on_every_test_task(domain: str, expected: int) -> Non
             c.name for m in trajectory.messages for c in (getattr(m, "tool_calls", None) or [])
         ]
         if "transfer_to_human_agents" in names:
-            assert trajectory.termination_reason == "agent_stop"
+            assert trajectory.termination_reason == "terminate_tool"
             assert trajectory.messages[-1].role == "tool"
+            assert trajectory.reward_info.tau_adapters["ending"] == "terminate_tool"
 
 
 @pytest.mark.parametrize("domain", ["tau1-airline", "tau1-retail"])
@@ -350,9 +349,16 @@ def test_agent_sees_wiki_and_v1_tools_but_not_the_greeting() -> None:
     assert session.messages[0].role == "assistant"  # the greeting is kept in the trajectory
 
 
-def test_outside_a_user_or_agent_stop_v1_scores_zero() -> None:
+def test_the_stored_label_never_decides_the_reward() -> None:
+    """v1's runner scores what happened: the ending is re-derived from the messages."""
     backend = get_domain("tau1-airline")
     trajectory = asyncio.run(_run("tau1-airline", [backend.task("test-0")]))[0]
     assert trajectory.reward == 1.0
     info = backend.score(backend.task("test-0"), trajectory.messages, "max_steps")
+    assert info.reward == 1.0
+    assert info.tau_adapters["ending"] == "user_stop"
+    assert info.tau_adapters["label_agrees"] is False
+    cut = trajectory.messages[:-1]  # without the user's ###STOP###, v1's episode never ended
+    info = backend.score(backend.task("test-0"), cut, "user_stop")
     assert info.reward == 0.0
+    assert info.tau_adapters["ending"] == "not_done"

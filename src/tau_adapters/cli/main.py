@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--max-steps", type=_positive_int, default=None)
     ev.add_argument("--max-errors", type=_positive_int, default=None)
+    ev.add_argument(
+        "--tau1-max-num-steps",
+        type=_positive_int,
+        default=None,
+        help="tau-bench v1 domains: agent actions per episode (v1's max_num_steps, default 30)",
+    )
     ev.add_argument("--seed", type=int, default=None)
     ev.add_argument("--task-ids", type=_csv, default=None, help="comma-separated task ids")
     ev.add_argument("--num-tasks", type=_positive_int, default=None, help="first N tasks only")
@@ -396,6 +402,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         user=args.user,
         max_steps=args.max_steps,
         max_errors=args.max_errors,
+        tau1_max_num_steps=args.tau1_max_num_steps,
         seed=args.seed,
         judge_model=args.judge_model,
         judge_model_name=args.judge_model_name,

@@ -8,7 +8,35 @@ translates its own tasks, tools and reward at its edges. Two implementations: `T
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class EpisodeRules:
+    """How a benchmark's own runner ends an episode; the session follows its backend's rules.
+
+    The defaults are tau2's orchestrator; tau-bench v1's runner differs in every field
+    (`tau1.backend.TAU1_RULES`), so the differences are data here, not branches in the session.
+    """
+
+    #: Whether the agent's ``###STOP###`` text ends the episode (tau2) or is an ordinary reply the
+    #: user hears (v1: its runner has no agent stop).
+    agent_stop_ends_episode: bool = True
+    #: Texts that make a user reply end the episode; ``None``: tau2's (stop, transfer, out of scope).
+    user_stop_tokens: tuple[str, ...] | None = None
+    #: v1 turns a message into one action: its first tool call; any further calls never run.
+    first_tool_call_only: bool = False
+    #: tau2's ``max_errors`` (failed tool calls end the episode); v1 has no such rule.
+    max_errors_applies: bool = True
+    #: What the step limit counts: ``messages`` of all roles against ``max_steps`` (tau2), or the
+    #: agent's ``actions`` against ``tau1_max_num_steps`` (v1's ``max_num_steps``).
+    step_limit: Literal["messages", "agent_actions"] = "messages"
+    #: Termination reasons of this benchmark that tau2's ``TerminationReason`` lacks.
+    extra_termination_reasons: frozenset[str] = frozenset()
+
+
+TAU2_RULES = EpisodeRules()
 
 
 @runtime_checkable
@@ -27,6 +55,8 @@ class Domain(Protocol):
     terminate_tools: frozenset[str]
     #: Whether the agent's first observation includes the scripted greeting the user answers.
     agent_sees_greeting: bool
+    #: How episodes end (see `EpisodeRules`).
+    episode_rules: EpisodeRules
 
     def agent_system_prompt(self, task: Any = None) -> str: ...
 

@@ -291,6 +291,8 @@ def _finish(
         "rejected_turns": len(session.rejected),
         "messages": len(session.messages),
     }
+    if counters.dropped_tool_calls:  # v1's rule: calls after a message's first never ran
+        counts["dropped_tool_calls"] = counters.dropped_tool_calls
     if transcript is not None:
         counts.update(
             prompt_tokens=transcript.prompt_len,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.core import AGENT_STOP_TOKEN, EpisodeContext, Role, StepResult, User
 from tau_adapters.domains import get_domain
-from tau_adapters.domains.base import Domain
+from tau_adapters.domains.base import TAU2_RULES, Domain, EpisodeRules
 from tau_adapters.domains.tau2.solo import (
     THINK_ANSWER,
     THINK_TOOL_NAME,
@@ -45,6 +45,7 @@ class _Counters:
     tool_calls: int = 0
     tool_errors: int = 0
     think_calls: int = 0
+    dropped_tool_calls: int = 0
 
 
 class Session:
@@ -63,6 +64,8 @@ class Session:
             config.domain, retrieval_variant=config.retrieval_variant
         )
         self.tau2 = self.domain.tau2
+        #: How this benchmark's runner ends an episode (tau2's orchestrator, or v1's runner).
+        self.rules: EpisodeRules = getattr(self.domain, "episode_rules", TAU2_RULES)
         self.domain.check_scorable(task, config.judge_model, config.grading)
         #: The NL-assertion judge of this episode (None when its grading calls none).
         self.judge: Any = None
@@ -187,8 +190,13 @@ class Session:
             return StepResult([], True, self.termination_reason)
         if self.solo:
             message = self._solo_stop_call(message)
+        if self.rules.first_tool_call_only and message.tool_calls and len(message.tool_calls) > 1:
+            # v1's runner turns a message into its first tool call and keeps only that call in
+            # its history; the others never run and no result answers them.
+            self.counters.dropped_tool_calls += len(message.tool_calls) - 1
+            message.tool_calls = message.tool_calls[:1]
         self._append(message)
-        if message.content is not None and AGENT_STOP_TOKEN in message.content:
+        if self._agent_stops(message):
             self._finish("agent_stop")
         self._pending, self._from = message, Role.AGENT
         self._to = Role.ENV if message.is_tool_call() else Role.USER
@@ -243,6 +251,9 @@ class Session:
         reason = self.termination_reason
         tau2_reason = TAU2_TERMINATION_REASON.get(str(reason), reason)
         messages = strip_think(self.messages) if self.think else self.messages
+        limits: dict[str, int] = {}
+        if self.rules.step_limit == "agent_actions":  # the backend re-derives max_steps itself
+            limits["max_actions"] = self.config.tau1_max_num_steps
         info = self.domain.score(
             self.task,
             messages,
@@ -250,6 +261,7 @@ class Session:
             judge=self.judge,
             grading=self.config.grading,
             solo_mode=self.solo,
+            **limits,
         )
         if tau2_reason != reason:  # ours stays in termination_reason; tau2's is recorded here
             info.info = {**(info.info or {}), "tau2_termination_reason": tau2_reason}
@@ -309,17 +321,36 @@ class Session:
         return message
 
     def _after_step(self) -> None:
-        """tau2's rule, applied after every step that does not hand over to the environment."""
+        """tau2's rule, applied after every step that does not hand over to the environment.
+
+        An episode that has ended keeps its ending (a transfer on the last allowed step is a
+        transfer, not ``max_steps``). Under v1's rules the limit counts agent actions and is
+        checked when the turn comes back to the agent, as v1's ``for _ in range(max_num_steps)``
+        loop does; v1 has no error limit.
+        """
         self.counters.steps += 1
-        if self._to is Role.ENV:
+        if self.done or self._to is Role.ENV:
             return
         self._check_limits()
 
     def _check_limits(self) -> None:
-        if self.counters.steps >= self.config.max_steps:
+        rules = self.rules
+        if rules.step_limit == "agent_actions":
+            if self._to is Role.AGENT and self.counters.agent_turns >= (
+                self.config.tau1_max_num_steps
+            ):
+                self._finish("max_steps")
+        elif self.counters.steps >= self.config.max_steps:
             self._finish("max_steps")
-        if self.counters.errors >= self.config.max_errors:
+        if rules.max_errors_applies and self.counters.errors >= self.config.max_errors:
             self._finish("too_many_errors")
+
+    def _agent_stops(self, message: Any) -> bool:
+        return (
+            self.rules.agent_stop_ends_episode
+            and message.content is not None
+            and AGENT_STOP_TOKEN in message.content
+        )
 
     def _resume_from(self, last: Any) -> None:
         """Whose turn it is after a task's message history (as tau2's orchestrator decides)."""
@@ -328,12 +359,12 @@ class Session:
         if isinstance(last, t.AssistantMessage):
             self._from = Role.AGENT
             self._to = Role.ENV if last.is_tool_call() else Role.USER
-            if last.content is not None and AGENT_STOP_TOKEN in last.content:
+            if self._agent_stops(last):
                 self._finish("agent_stop")
         elif isinstance(last, t.UserMessage):
             self._from = Role.USER
             self._to = Role.ENV if last.is_tool_call() else Role.AGENT
-            if _is_user_stop(t, last):
+            if _is_user_stop(t, last, self.rules):
                 self._finish("user_stop")
         elif isinstance(last, t.ToolMessage):
             self._from = Role.ENV
@@ -373,7 +404,7 @@ class Session:
             if not call.id:
                 call.id = self._new_call_id("user_call")
         self.counters.user_turns += 1
-        if _is_user_stop(t, reply):
+        if _is_user_stop(t, reply, self.rules):
             self._finish("user_stop")
         self._append(reply)
         self._pending, self._from = reply, Role.USER
@@ -418,7 +449,7 @@ class Session:
             call.name in terminate and call.requestor == "assistant"
             for call in self._pending.tool_calls or []
         ):
-            self._finish("agent_stop")  # tau-bench v1: a terminating tool ends the episode
+            self._finish("terminate_tool")  # tau-bench v1: a terminating tool ends the episode
         if len(results) == 1:
             self._pending = results[0]
         else:
@@ -432,15 +463,19 @@ class Session:
             self._finish("agent_error", f"environment state sync failed: {exc!r}", "failed")
 
 
-def _is_user_stop(t: Any, message: Any) -> bool:
+def _is_user_stop(t: Any, message: Any, rules: EpisodeRules = TAU2_RULES) -> bool:
     """tau2's `UserSimulator.is_stop`: a reply that carries tool calls is never a stop (the calls
-    run and the conversation goes on), whatever its text says."""
+    run and the conversation goes on), whatever its text says. The stop texts are the backend's
+    (v1 knows only ``###STOP###``)."""
     if message.is_tool_call():
         return False
     content = message.content
     if not content:
         return False
-    return t.STOP in content or t.TRANSFER in content or t.OUT_OF_SCOPE in content
+    tokens = rules.user_stop_tokens
+    if tokens is None:
+        tokens = (t.STOP, t.TRANSFER, t.OUT_OF_SCOPE)
+    return any(token in content for token in tokens)
 
 
 def _agent_visible(message: Any) -> bool:

@@ -47,19 +47,32 @@ def rescore_row(
         messages = backend.tau2.message_adapter().validate_python(row["messages"])
     except Exception as exc:
         raise ConfigError(f"messages are not tau2 messages: {exc}") from None
+    from tau_adapters.domains.base import TAU2_RULES
     from tau_adapters.episode.session import TAU2_TERMINATION_REASON
 
     reason = str(row["termination_reason"])
     tau2_reason = TAU2_TERMINATION_REASON.get(reason, reason)  # e.g. token_budget -> max_steps
+    rules = getattr(backend, "episode_rules", TAU2_RULES)
     valid = [r.value for r in backend.tau2.TerminationReason]
-    if tau2_reason not in valid:
+    extra = sorted(rules.extra_termination_reasons)  # e.g. v1's terminate_tool
+    if tau2_reason not in valid and tau2_reason not in extra:
         raise ConfigError(
-            f"termination_reason {reason!r} is not one of {valid + list(TAU2_TERMINATION_REASON)}"
+            f"termination_reason {reason!r} is not one of "
+            f"{valid + list(TAU2_TERMINATION_REASON) + extra}"
         )
     if row.get("thinking_tool"):  # as the episode was scored: think calls left out
         from tau_adapters.domains.tau2.solo import strip_think
 
         messages = strip_think(messages)
+    limits: dict[str, int] = {}
+    if rules.step_limit == "agent_actions":
+        # The backend re-derives the ending from the messages; the action limit the episode ran
+        # under is in its stored reward_info (v1's 30 when the row does not say).
+        stored_info = row.get("reward_info") or {}
+        ours = stored_info.get("tau_adapters") if isinstance(stored_info, dict) else None
+        limit = ours.get("max_num_steps") if isinstance(ours, dict) else None
+        if limit is not None:
+            limits["max_actions"] = int(limit)
     judge = None
     if config.grading == "official" and backend.needs_judge(task):
         from tau_adapters.rewards.judge import make_judge
@@ -75,6 +88,7 @@ def rescore_row(
             judge=judge,
             grading=config.grading,
             solo_mode=bool(row.get("solo_mode")),
+            **limits,
         )
     except Exception as exc:
         from tau_adapters.rewards.judge import JudgeError
@@ -103,6 +117,9 @@ def rescore_row(
         and (stored is None or abs(float(stored) - float(reward)) < 1e-9),
         "reward_info": info.model_dump(mode="json") if info is not None else None,
     }
+    derived = getattr(info, "tau_adapters", None)
+    if isinstance(derived, dict) and "ending" in derived:  # v1: the ending seen in the messages
+        out["ending"] = derived["ending"]
     if config.grading != "official":
         out["grading_note"] = grading_note(config.grading)
     if judge is not None:

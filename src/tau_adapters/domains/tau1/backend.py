@@ -9,20 +9,26 @@ policies, token level and adapters work unchanged); this module translates at th
   actions and v1's required ``outputs`` as ``communicate_info`` (what the oracle says);
 - tools: v1's own tool classes run on a copy-on-write view of v1's data (`tau1_data`);
 - reward: v1's own ``Env.calculate_reward`` on an instance of v1's own environment class whose
-  ``data_load_func`` hands out a fresh view and whose ``get_data_hash`` is the view digest; the
-  episode's assistant messages are replayed as v1 ``Action``s through v1's own ``Env.step``.
+  ``data_load_func`` hands out a fresh view and whose ``get_data_hash`` returns v1's own hash
+  string, computed from cached per-entry texts (`BaseData.v1_hash`); the episode's assistant
+  messages are replayed as v1 ``Action``s through v1's own ``Env.step``.
 
-The rule for which episodes count follows v1's runner: a reward only when the episode ended by the
-user's ``###STOP###`` or a terminating tool (``transfer_to_human_agents``), or our agent stop; any
-other ending (max steps, errors, failures) scores 0.
+Episodes end as v1's runner (``ToolCallingAgent.solve``) ends them (`TAU1_RULES`): only by the
+user's ``###STOP###`` or a terminating tool (``transfer_to_human_agents``), both scored, or after
+``max_num_steps`` agent actions (30), which scores 0. The agent's own ``###STOP###`` text is an
+ordinary reply the user hears (v1 has no agent stop); a message acts through its first tool call
+only; failed tool calls never end the episode. `score` re-derives the ending from the messages the
+same way, so a stored label never decides a reward.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
 
+from tau_adapters.domains.base import EpisodeRules
 from tau_adapters.domains.tau1.api import TAU1_DOMAINS, TAU1_SPLITS, api1, tau1_version_label
 from tau_adapters.domains.tau1.data import READ_ONLY_TOOLS, BaseData
 from tau_adapters.domains.tau2.api import api
@@ -30,8 +36,21 @@ from tau_adapters.errors import UnknownNameError
 from tau_adapters.runtime.gc_hygiene import freeze_long_lived
 
 DEFAULT_SPLIT = "test"
-#: Terminations after which v1 would have computed a reward (``done`` in v1's runner).
-SCORED_TERMINATIONS = frozenset({"user_stop", "agent_stop"})
+#: v1's only stop text (``Env.step``: ``done = "###STOP###" in observation``).
+V1_STOP = "###STOP###"
+#: v1's runner: ``ToolCallingAgent.solve(max_num_steps=30)``.
+V1_MAX_NUM_STEPS = 30
+#: Endings after which v1 computes a reward (``done`` in v1's ``Env.step``).
+SCORED_ENDINGS = frozenset({"user_stop", "terminate_tool"})
+#: How v1's runner ends an episode (tau_bench/agents/tool_calling_agent.py, envs/base.py).
+TAU1_RULES = EpisodeRules(
+    agent_stop_ends_episode=False,
+    user_stop_tokens=(V1_STOP,),
+    first_tool_call_only=True,
+    max_errors_applies=False,
+    step_limit="agent_actions",
+    extra_termination_reasons=frozenset({"terminate_tool"}),
+)
 
 _lock = threading.Lock()
 _domains: dict[str, Tau1Domain] = {}
@@ -128,6 +147,7 @@ class Tau1Domain:
     benchmark = "tau1"
     #: v1's agent sees the user's first words, not the greeting the user answers.
     agent_sees_greeting = False
+    episode_rules = TAU1_RULES
 
     def __init__(self, name: str) -> None:
         v1 = api1()
@@ -156,10 +176,12 @@ class Tau1Domain:
         base = self.base
 
         def get_data_hash(env: Any) -> str:
-            return base.digest(env.data)
+            value = base.v1_hash(env.data)
+            env.tau_adapters_hashes.append(value)
+            return value
 
-        # v1's environment class with faster inputs: data views instead of file loads, the view
-        # digest instead of the full hash. Its step() and calculate_reward() are v1's own.
+        # v1's environment class with faster inputs: data views instead of file loads, v1's hash
+        # string from cached entry texts. Its step() and calculate_reward() are v1's own.
         self._fast_env_cls = type(
             f"CopyOnWrite{env_cls.__name__}",
             (env_cls,),
@@ -274,6 +296,7 @@ class Tau1Domain:
         env.tools_map = dict(self.tools_map)
         env.terminate_tools = sorted(self.terminate_tools)
         env.user = self._silent_user
+        env.tau_adapters_hashes = []  # every v1 hash calculate_reward asked for: [agent's, gold]
         return env
 
     # -- scoring -------------------------------------------------------------------------------
@@ -285,22 +308,37 @@ class Tau1Domain:
     ) -> None:
         return None
 
-    def actions_of(self, messages: Sequence[Any]) -> list[Any]:
-        """The agent's v1 actions in a message list: each tool call, and each text-only reply as
-        v1's ``respond`` action (text that goes with tool calls never reaches the user)."""
+    def action_of(self, message: Any) -> Any:
+        """v1's ``message_to_action``: a message with tool calls acts through its first call only
+        (its text never reaches the user); a text-only message is a ``respond``. None for an empty
+        message (the session ends the episode on one, so v1 never sees it)."""
         v1 = self.v1
-        actions = []
-        for message in messages:
+        if message.tool_calls:
+            call = message.tool_calls[0]
+            return v1.Action(name=call.name, kwargs=dict(call.arguments or {}))
+        if message.content:
+            return v1.Action(name=v1.RESPOND_ACTION_NAME, kwargs={"content": message.content})
+        return None
+
+    def actions_of(self, messages: Sequence[Any]) -> list[Any]:
+        """The agent's v1 actions in a message list (the opening greeting is not one: v1's agent
+        starts from the user's first words)."""
+        return [
+            action
+            for _, message in self._agent_messages(messages)
+            if (action := self.action_of(message)) is not None
+        ]
+
+    def _agent_messages(self, messages: Sequence[Any]) -> list[tuple[int, Any]]:
+        t = self.tau2
+        out = []
+        for index, message in enumerate(messages):
             if getattr(message, "role", None) != "assistant":
                 continue
-            if message.tool_calls:
-                for call in message.tool_calls:
-                    actions.append(v1.Action(name=call.name, kwargs=dict(call.arguments or {})))
-            elif message.content:
-                actions.append(
-                    v1.Action(name=v1.RESPOND_ACTION_NAME, kwargs={"content": message.content})
-                )
-        return actions
+            if index == 0 and not message.tool_calls and message.content == t.FIRST_AGENT_MESSAGE:
+                continue  # the session's greeting, which the user answers with the task
+            out.append((index, message))
+        return out
 
     def score(
         self,
@@ -311,22 +349,79 @@ class Tau1Domain:
         judge: Any = None,
         grading: str = "official",
         solo_mode: bool = False,
+        max_actions: int | None = None,
     ) -> Any:
-        """v1's `RewardResult` for an episode, from v1's own ``step`` and ``calculate_reward``."""
-        reason = getattr(termination_reason, "value", termination_reason)
+        """v1's `RewardResult` for an episode, as v1's runner would give it.
+
+        The messages are replayed the way v1's ``ToolCallingAgent.solve`` plays an episode: one
+        action per assistant message (`action_of`), at most `max_actions` of them (v1's
+        ``max_num_steps``, 30). A tool action goes through v1's own ``Env.step``; a reply is
+        recorded as v1's ``respond`` and, if the user's next message contains ``###STOP###``, v1's
+        ``done``. The first ``done`` (user stop or terminating tool) is scored by v1's own
+        ``calculate_reward``; an episode that never got there (``max_steps``, or cut short:
+        ``not_done``) gets reward 0 as in v1, with v1's verdict on its state kept for reading.
+        ``termination_reason`` is only compared with the derived ending, never trusted.
+
+        Beside v1's fields, ``tau_adapters`` says how the episode ended, v1's hash of the agent's
+        data (which v1 computes but never reports), our digests and the action limit used.
+        """
+        reason = str(getattr(termination_reason, "value", termination_reason))
+        limit = max_actions or V1_MAX_NUM_STEPS
         env = self.v1_env(task.id)
         respond = self.v1.RESPOND_ACTION_NAME
-        result = None
-        for action in self.actions_of(messages):
+        result, ending, count = None, "not_done", 0
+        for index, message in self._agent_messages(messages):
+            action = self.action_of(message)
+            if action is None:
+                continue
+            if count >= limit:
+                ending = "max_steps"
+                break
+            count += 1
             if action.name == respond:
-                env.actions.append(action)  # v1's step would pass it to the user: not replayed
+                # v1's step hands the text to the user; the user's reply follows it here.
+                env.actions.append(action)
+                reply = messages[index + 1] if index + 1 < len(messages) else None
+                if (
+                    reply is not None
+                    and getattr(reply, "role", None) == "user"
+                    and not reply.tool_calls
+                    and V1_STOP in (reply.content or "")
+                ):
+                    result, ending = env.calculate_reward(), "user_stop"
+                    break
                 continue
             response = env.step(action)
             if response.done:  # a terminating tool: v1 scores here and the episode ends
-                result = response.info.reward_info
+                result, ending = response.info.reward_info, "terminate_tool"
                 break
+        else:
+            if count >= limit:
+                ending = "max_steps"
         if result is None:
-            result = env.calculate_reward()
-        if str(reason) not in SCORED_TERMINATIONS:
+            result = env.calculate_reward()  # v1's verdict on the state, for reading only
             result = result.model_copy(update={"reward": 0.0})
-        return result
+        hashes = env.tau_adapters_hashes
+        extra = {
+            "ending": ending,
+            "scored": ending in SCORED_ENDINGS,
+            "termination_reason": reason,
+            "label_agrees": ending == reason
+            or (ending not in SCORED_ENDINGS and reason not in SCORED_ENDINGS),
+            "agent_actions": count,
+            "max_num_steps": limit,
+            "data_hash": hashes[0] if hashes else None,
+            "gt_data_hash": hashes[1] if len(hashes) > 1 else None,
+        }
+        return _reward_result_class(self.v1)(**dict(result), tau_adapters=extra)
+
+
+@functools.cache
+def _reward_result_class(v1: Any) -> Any:
+    """v1's ``RewardResult`` with one more field, ``tau_adapters``, for what v1 leaves out."""
+    from pydantic import Field
+
+    class Tau1RewardResult(v1.RewardResult):  # type: ignore[misc,name-defined]
+        tau_adapters: dict[str, Any] = Field(default_factory=dict)
+
+    return Tau1RewardResult

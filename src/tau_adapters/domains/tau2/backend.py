@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from tau_adapters.domains.base import TAU2_RULES
 from tau_adapters.domains.cow import BaseDatabase
 from tau_adapters.domains.names import resolve_domain
 from tau_adapters.domains.tau2.api import api, toolkit_class_state
@@ -97,6 +98,7 @@ class Tau2Domain:
     benchmark = "tau2"
     terminate_tools: frozenset[str] = frozenset()
     agent_sees_greeting = True
+    episode_rules = TAU2_RULES
 
     def __init__(self, name: str, retrieval_variant: str | None = None) -> None:
         t = api()
