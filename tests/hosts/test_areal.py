@@ -438,3 +438,51 @@ def test_group_normalisation_leaves_removed_episodes_out(oracle) -> None:
     # Two kept episodes, both 1.0: mean-centred they are 0. Were the failed episode counted as a
     # 0.0 in the group, the mean would be 2/3 and each kept value 1/3.
     assert out["rewards"].tolist() == [0.0, 0.0]
+
+
+def test_areal_n_samples_group_members_get_their_own_trials_and_seeds(oracle) -> None:
+    """AReaL's own grouping (gconfig.n_samples): its GroupedRolloutWorkflow calls arun_episode
+    n times with one row object and no index. Each member must still run its own trial, with
+    user seed ``econfig.seed + trial`` as `econfig.group_size` members do, and AReaL's stats say
+    which member each episode was (``group_member``)."""
+    from areal.utils import stats_tracker
+
+    server, _, tasks = oracle
+    engine = _areal_engine(server, consumer_batch_size=2, max_concurrent_rollouts=8)
+    seen: list = []
+    kwargs = {
+        "econfig": {"domain": "airline", "max_new_tokens": 512, "seed": 100},
+        "gconfig": {"n_samples": 4},
+        "tokenizer": "local:chatml",
+        "on_trajectory": seen.append,
+    }
+    tracker = stats_tracker.get("rollout")
+    tracker.export()  # start from empty stats
+    try:
+        rows = [_row(t) for t in tasks[:2]]
+        # By import path, as the trainer passes it: one workflow instance per submitted row.
+        batch = engine.rollout_batch(
+            rows, workflow="tau_adapters.areal.Tau2Workflow", workflow_kwargs=kwargs, group_size=4
+        )
+        assert [b["rewards"].tolist() for b in batch] == [[1.0] * 4, [1.0] * 4]
+        by_task: dict[str, list[tuple[int, int]]] = {}
+        for t in seen:
+            by_task.setdefault(t.task_id, []).append((t.trial, t.seed))
+        # Hand computation: member k of a row with trial 0 runs trial k, seed 100 + k.
+        expected = [(k, 100 + k) for k in range(4)]
+        assert {task: sorted(runs) for task, runs in by_task.items()} == {
+            t.id: expected for t in tasks[:2]
+        }
+        members = sorted(tracker.stats["rollout/group_member"])
+        assert members == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+        # One shared instance, two groups of the same row at once: AReaL's task id keeps the two
+        # groups apart, so each still has members 0..3 (and nothing is left in the table).
+        seen.clear()
+        engine.set_version(1)
+        shared = adapter.Tau2Workflow(**kwargs)
+        engine.rollout_batch([rows[0], dict(rows[0])], workflow=shared, group_size=4)
+        assert sorted(t.trial for t in seen) == [0, 0, 1, 1, 2, 2, 3, 3]
+        assert len(shared.members) == 0
+    finally:
+        tracker.export()
+        engine.destroy()

@@ -243,3 +243,38 @@ async def run_group(
     rewards = [0.0 if run is None else run[1] for run in runs]
     values = normalise_groups(rewards, [range(size)], removed, use_std=use_std)
     return [(run[0], value) for run, value in zip(runs, values, strict=True) if run is not None]
+
+
+class GroupMembers:
+    """Numbers the members of groups that a host runs as `size` separate calls with the same row
+    and no index (AReaL's ``gconfig.n_samples``: its grouped workflow calls ``arun_episode``
+    `size` times with one row object). Each call of a group takes the next index, 0..size-1,
+    from `next(key)`, where `key` names the group (the host's id for the submitted row); the
+    member's trial is then the row's trial plus its index (`member_trial`), so every member
+    meets its own user seed, as with the adapter's own ``group_size`` (`run_group`).
+
+    `next` must run before the host's call first awaits: the host starts a group's calls
+    together and their synchronous starts run back to back, in member order. A group's entry is
+    dropped once its last member is numbered, so the table holds only groups being started."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, int(size or 1))
+        self._next: dict[Hashable, int] = {}
+
+    def next(self, key: Hashable) -> int:
+        if self.size == 1:
+            return 0
+        member = self._next.pop(key, 0)
+        if member + 1 < self.size:
+            self._next[key] = member + 1
+        return member
+
+    def __len__(self) -> int:
+        """Groups whose members are still being numbered."""
+        return len(self._next)
+
+
+def member_trial(base_trial: int, member: int) -> int:
+    """The trial a group member runs as: the row's trial plus the member's index, so member k
+    of a group gets user seed ``config.seed + base_trial + k`` (`rollout` seeds by trial)."""
+    return int(base_trial) + int(member)
