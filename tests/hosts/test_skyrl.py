@@ -300,6 +300,15 @@ def test_generator_turn_limit_is_honoured_and_warned_about(registered, monkeypat
     assert outputs[0]["metadata"]["status"] == "truncated"
     assert "max_turns=1" in outputs[0]["metadata"]["error"]
     assert metrics["turns"] == 1
+    # A turn limit has its own label (not a token budget), and tau2 scored it as its own step
+    # limit: tau2's TerminationReason.MAX_STEPS is what its evaluator was given.
+    from tau2.data_model.simulation import TerminationReason
+
+    assert outputs[0]["metadata"]["termination_reason"] == "max_turns"
+    assert metrics["termination_reason"] == "max_turns"
+    info = outputs[0]["metadata"]["reward_info"]["info"]
+    assert info["tau2_termination_reason"] == TerminationReason.MAX_STEPS.value
+    assert f"Termination reason: {TerminationReason.MAX_STEPS.value}" in info["note"]  # tau2's
     # Enough turns: no warning, and the episode runs to its end.
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
