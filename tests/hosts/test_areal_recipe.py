@@ -8,6 +8,7 @@ installs what AReaL's trainer imports; elsewhere it skips with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -94,10 +95,8 @@ def _kill_session(sid: int) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.25)
 
 
