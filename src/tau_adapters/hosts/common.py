@@ -22,6 +22,9 @@ from typing import Any, TypeVar
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.episode.rollout import Trajectory
 from tau_adapters.errors import ConfigError
+from tau_adapters.runtime.logs import get_logger
+
+log = get_logger("tau_adapters.hosts")
 
 T = TypeVar("T")
 
@@ -125,7 +128,12 @@ def host_config(
     ``TAU2_*`` names), then `settings` (the host's own config block, which wins), then what the
     host already knows: its model's tokenizer and its context length, used where no setting names
     them. A token-level host (`tokenizer_setting` names the host's setting) without any tokenizer
-    fails here, naming both ways to give one; text-level hosts pass ``None``."""
+    fails here, naming both ways to give one; text-level hosts pass ``None``.
+
+    An explicit setting wins over the host's own value (a user who sets
+    ``TAU_ADAPTERS_MAX_CONTEXT_TOKENS`` means it), but where the two differ a warning names both:
+    a context above the host's makes the engine refuse long episodes, and a tokenizer other than
+    the host's model's gives token ids the model never saw."""
     values = {k: v for k, v in (settings or {}).items() if v is not None}
     values["policy"] = policy
     base = EpisodeConfig.from_env(environ, **values)
@@ -140,6 +148,34 @@ def host_config(
         extra["tokenizer"] = tokenizer
     if max_context_tokens and not base.max_context_tokens:
         extra["max_context_tokens"] = int(max_context_tokens)
+    elif max_context_tokens and int(base.max_context_tokens or 0) != int(max_context_tokens):
+        log.warning(
+            "%s: max_context_tokens=%d (set explicitly: TAU_ADAPTERS_MAX_CONTEXT_TOKENS or the "
+            "%s config) wins over %s's own context length %d%s",
+            host,
+            base.max_context_tokens,
+            host,
+            host,
+            int(max_context_tokens),
+            "; the engine will refuse episodes longer than its own limit"
+            if int(base.max_context_tokens or 0) > int(max_context_tokens)
+            else "",
+        )
+    if (
+        tokenizer
+        and base.tokenizer
+        and tokenizer_setting is not None
+        and base.tokenizer != tokenizer
+    ):
+        log.warning(
+            "%s: tokenizer %r (set explicitly) wins over %s's own %s %r: token ids must be the "
+            "trained model's",
+            host,
+            base.tokenizer,
+            host,
+            tokenizer_setting,
+            tokenizer,
+        )
     config = EpisodeConfig.from_env(environ, **values, **extra) if extra else base
     from tau_adapters.plugins import check_names
 
