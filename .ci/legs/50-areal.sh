@@ -12,5 +12,12 @@ if ! pip install -q --no-deps "areal==1.0.4"; then
   exit 0
 fi
 pip install -q -e ".[areal]"
+# What AReaL's PPOTrainer, its local scheduler and FSDP engine import at module level (the recipe
+# test runs the real trainer entry up to the model load; about a minute to install).
+pip install -q datasets swanlab trackio wandb tensorboardX peft
 python -c "from areal.api.workflow_api import RolloutWorkflow; from areal.engine.sglang_remote import RemoteSGLangEngine"
-python -m pytest -q -p no:cacheprovider tests/hosts/test_areal.py tests/hosts/test_cross_host_parity.py tests/hosts/test_entry_points.py
+python -c "from areal import PPOTrainer; from areal.engine.fsdp_engine import FSDPEngine"
+# test_areal_recipe.py starts the recipe in its own session and SIGKILLs that whole session at the
+# end (AReaL's RPC workers ignore SIGTERM and can outlive the driver); about a minute.
+python -m pytest -q -rs -p no:cacheprovider tests/hosts/test_areal.py tests/hosts/test_areal_recipe.py \
+  tests/hosts/test_cross_host_parity.py tests/hosts/test_entry_points.py

@@ -15,7 +15,9 @@ from tau_adapters.config import EpisodeConfig
 from tau_adapters.episode.tasks import TaskRef
 from tau_adapters.errors import ConfigError, EndpointError
 from tau_adapters.hosts.common import (
+    GroupMembers,
     host_config,
+    member_trial,
     rollout_within,
     run_group,
     should_remove,
@@ -216,7 +218,7 @@ def trajectory_tensors(
     return concat_padded_tensors(rows)
 
 
-def _verdict(trajectory: Any, ref: TaskRef, options: ArealOptions) -> float | None:
+def _verdict(trajectory: Any, ref: TaskRef, options: ArealOptions, member: int = 0) -> float | None:
     """The training reward, or None where the removal policy drops the episode (AReaL cannot
     retry a sample, so an aborted one is dropped too); logged in AReaL's stats tracker."""
     try:
@@ -236,13 +238,21 @@ def _verdict(trajectory: Any, ref: TaskRef, options: ArealOptions) -> float | No
             official_reward=float(trajectory.reward),
             num_turns=int(trajectory.counts.get("agent_turns", 0)),
             removed=float(removed),
+            group_member=float(member),
         )
     except Exception:  # no stats scope outside AReaL's executor
         pass
     if not removed:
         return reward
     why = f"{trajectory.status}: {trajectory.error}"
-    log.warning("tau2 episode %s/%s left out of training (%s)", ref.domain, ref.task_id, why)
+    log.warning(
+        "tau2 episode %s/%s (trial %d, group member %d) left out of training (%s)",
+        ref.domain,
+        ref.task_id,
+        trajectory.trial,
+        member,
+        why,
+    )
     return None
 
 
@@ -274,14 +284,34 @@ class Tau2Workflow(RolloutWorkflow):
         self.gconfig = _areal_gconfig(gconfig)
         self.on_trajectory = on_trajectory
         self.template = template_for(self.config)  # loads now: a bad tokenizer fails at start-up
+        #: AReaL's own groups (gconfig.n_samples): its grouped workflow calls arun_episode
+        #: n_samples times with the same row and no index; the members are numbered here.
+        self.members = GroupMembers(int(getattr(self.gconfig, "n_samples", 1) or 1))
+
+    def _group_key(self, data: dict[str, Any]) -> Any:
+        """Which AReaL group this call belongs to: the executor's task id (one per submitted
+        row, seen by every member through AReaL's context variable), else the row object."""
+        try:
+            from areal.infra import workflow_context
+
+            task_id = workflow_context.get().task_id
+        except Exception:  # outside AReaL's executor
+            task_id = None
+        return ("task", task_id) if task_id is not None else ("row", id(data))
 
     async def arun_episode(self, engine: Any, data: dict[str, Any]) -> dict[str, Any] | None:
+        # First, before any await: AReaL starts a group's calls together and their synchronous
+        # starts run in member order, which is what numbers them (`GroupMembers`).
+        member = self.members.next(self._group_key(data))
+        base = int(data.get("trial", 0))
         size = self.options.group_size
         if size == 1:
-            one = await self._episode(engine, data, int(data.get("trial", 0)))
+            one = await self._episode(engine, data, member_trial(base, member), member)
             return None if one is None else trajectory_tensors(*one[0], one[1], self.options)
         kept = await run_group(
-            lambda k: self._episode(engine, data, k), size, use_std=self.options.group_std
+            lambda k: self._episode(engine, data, member_trial(base, k), k),
+            size,
+            use_std=self.options.group_std,
         )
         if not kept:
             return None
@@ -291,7 +321,7 @@ class Tau2Workflow(RolloutWorkflow):
             [trajectory_tensors(*run, value, self.options) for run, value in kept]
         )
 
-    async def _episode(self, engine: Any, data: dict[str, Any], trial: int) -> Any:
+    async def _episode(self, engine: Any, data: dict[str, Any], trial: int, member: int = 0) -> Any:
         """One episode: ((trajectory, per-turn weight versions), training reward), or None."""
         from tau_adapters.agents.token_policy import TokenPolicy
 
@@ -305,7 +335,7 @@ class Tau2Workflow(RolloutWorkflow):
         )
         if self.on_trajectory is not None:
             self.on_trajectory(trajectory)
-        reward = _verdict(trajectory, ref, self.options)
+        reward = _verdict(trajectory, ref, self.options, member)
         if reward is None or trajectory.transcript is None or not trajectory.transcript.ids:
             return None
         return (trajectory, client.versions), reward

@@ -10,32 +10,11 @@ README.md here for the whole path from zero to a running job.
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from areal.api.cli_args import GRPOConfig
+from tau_adapters.areal.config import Tau2GRPOConfig, task_rows
 
-
-@dataclass
-class Tau2GRPOConfig(GRPOConfig):
-    """AReaL's GRPO config plus ``econfig``: the tau2 episode (see `config_from_econfig`)."""
-
-    econfig: dict[str, Any] = field(default_factory=dict)
-
-
-def task_rows(path: str, at_least: int = 1) -> list[dict[str, Any]]:
-    """The rows of an exported task file, repeated until there are `at_least` of them (so one
-    batch can be filled from a small split)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
-    if not rows:
-        raise SystemExit(f"{path}: no task rows (write it with `tau-adapters tasks export`)")
-    while len(rows) < at_least:
-        rows += rows[: at_least - len(rows)]
-    return rows
+__all__ = ["Tau2GRPOConfig", "main", "task_rows"]
 
 
 def main(argv: list[str]) -> None:
@@ -54,7 +33,10 @@ def main(argv: list[str]) -> None:
         "tokenizer": config.tokenizer_path,
     }
     Tau2Workflow(**kwargs)  # a bad econfig or tokenizer fails here, before any GPU work
-    evaluation = {**kwargs, "gconfig": config.gconfig.new(temperature=0.6)}
+    # AReaL groups eval rows by eval_gconfig.n_samples: the eval workflow numbers its members by
+    # the same count (`Tau2Workflow` reads n_samples from the gconfig it is given).
+    eval_gconfig = config.eval_gconfig or config.gconfig
+    evaluation = {**kwargs, "gconfig": eval_gconfig.new(temperature=0.6)}
     with PPOTrainer(config, train_dataset=train, valid_dataset=valid) as trainer:
         trainer.train(
             workflow="tau_adapters.areal.Tau2Workflow",

@@ -89,7 +89,19 @@ class EndpointError(TauAdaptersError):
 
 
 class HostStopped(EpisodeTruncated):
-    """The host stopped sending turns before the episode ended (its turn or length limit)."""
+    """The host stopped sending turns before the episode ended (its length limit, or it ended
+    the episode from its side). Its own termination reason, ``host_stopped``, scored by tau2 as
+    ``max_steps``."""
+
+    termination_reason = "host_stopped"
+
+
+class HostTurnLimit(HostStopped):
+    """The host's own turn limit ended the episode (SkyRL's ``generator.max_turns``): a turn
+    limit, not a token budget, so it has its own termination reason, ``max_turns`` (scored by
+    tau2 as ``max_steps``, its own step limit)."""
+
+    termination_reason = "max_turns"
 
 
 class TemplateError(ConfigError):

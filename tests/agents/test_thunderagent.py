@@ -481,3 +481,34 @@ def test_cli_eval_exits_2_for_sglang_against_main(engine, started, tmp_path, cap
     err = capsys.readouterr().err
     assert "--enable-slime-adapter" in err and "/generate" in err
     assert router.live() == {}
+
+
+@pytest.mark.parametrize("which", OPENAI_ROUTERS)
+def test_router_unreachable_at_start_up_is_probed_again(engine, which) -> None:
+    """A router that is not up yet when a host first probes it (the usual start-up race) must be
+    probed again on the next check: were the "unreachable" answer remembered for the process,
+    the flag check would never run and a later start-up would report a dead router."""
+    from router_helpers import _free_port
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    first = asyncio.run(ta.ensure_router(url, "openai", thunderagent=True))
+    assert first.reachable is False  # nothing listens there yet: a warning, not an error
+    kind, build = which.split("-", 1)
+    if kind == "real":
+        found = find_router(build)
+        if isinstance(found, str):
+            if build in os.environ.get("TAU_ADAPTERS_REQUIRE_THUNDERAGENT", "").split(","):
+                pytest.fail(found)
+            pytest.skip(found)
+        router = RealRouter(build, engine.url)
+        router.port = port
+        router.start()
+    else:
+        router = LoopbackRouter(engine.url, build=build).start(port)
+    try:
+        second = asyncio.run(ta.ensure_router(url, "openai", thunderagent=True))
+        # What the router itself serves: ThunderAgent's program list, so the probe says so.
+        assert (second.reachable, second.thunderagent, second.has_chat) == (True, True, True)
+    finally:
+        router.stop()

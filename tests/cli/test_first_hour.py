@@ -378,6 +378,27 @@ def test_no_silent_overwrite_and_resume(tmp_path, capsys) -> None:
 
 
 @requires_tau2
+def test_resume_counts_done_per_task_and_trial(tmp_path) -> None:
+    """Done means done per (task, trial): a task with one of its two trials finished still
+    runs the other one; the finished rows stay as they were."""
+    run = tmp_path / "run"
+    assert _eval(run, "--num-tasks", "2", "--num-trials", "2") == 0
+    rows = read_rows(run / "trajectories.jsonl")
+    by_key = {(r["task_id"], r["trial"]): r for r in rows}
+    tasks = sorted({r["task_id"] for r in rows})
+    assert sorted(by_key) == sorted((t, k) for t in tasks for k in (0, 1))
+    first, second = tasks
+    # Interrupted: the first task only has trial 1 done, the second both trials.
+    kept = [by_key[(first, 1)], by_key[(second, 0)], by_key[(second, 1)]]
+    (run / "trajectories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    assert _eval(run, "--num-tasks", "2", "--num-trials", "2", "--resume") == 0
+    after = read_rows(run / "trajectories.jsonl")
+    assert sorted((r["task_id"], r["trial"]) for r in after) == sorted(by_key)
+    assert after[:3] == kept  # not run again
+    assert (after[3]["task_id"], after[3]["trial"]) == (first, 0)
+
+
+@requires_tau2
 def test_default_output_is_a_new_folder_and_is_named(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     code = main(["eval", "--domain", "airline", "--split", "test", "--num-tasks", "1",

@@ -172,6 +172,38 @@ def test_selection_flags_select_what_they_say(oracle_run, tmp_path) -> None:
     assert len(_read(_export_all(oracle_run, tmp_path, "--dedupe"))) == 3
 
 
+def test_per_task_ranks_by_reward_before_length_and_drops_rejected_turns(
+    oracle_run, tmp_path
+) -> None:
+    """``--per-task 1 --min-reward 0``: a longer solved episode beats a shorter failed one (best
+    reward first, length only among equals); an episode with a rejected model turn is never
+    exported, however good, as the rollout records one (``counts`` and the list)."""
+    base = _read(oracle_run / "trajectories.jsonl")
+    config = json.loads((oracle_run / "summary.json").read_text())["config"]
+    by_task = {}
+    for row in sorted(base, key=lambda r: r["trial"]):
+        by_task.setdefault(row["task_id"], []).append(row)
+    a, b = by_task["18"]  # two solved oracle episodes of a 5-action task
+    # trial 0: much shorter, reward 0.5 (a partial one); trial 1: the full episode, reward 1.
+    short = {**a, "reward": 0.5, "messages": a["messages"][:4]}
+    assert len(short["messages"]) < len(b["messages"])
+    c, d = by_task["6"]
+    rejected = {
+        **c,
+        "counts": {**c.get("counts", {}), "rejected_turns": 1},
+        "rejected_turns": [{"text": "<tool_call>{oops", "error": "malformed tool call"}],
+    }
+    run = tmp_path / "ranked"
+    _write_run(run, [short, b, rejected, {**d, "reward": 0.0}], config)
+    out = tmp_path / "ranked.jsonl"
+    code = main(["export", str(run), "--output", str(out), "--per-task", "1", "--min-reward", "0"])
+    assert code == 0
+    picked = [(r["metadata"]["task_id"], r["metadata"]["trial"]) for r in _read(out)]
+    # Task 18: trial 1 (reward 1) over the shorter trial 0 (0.5). Task 6: the rejected-turn
+    # trial 0 (reward 1) is out, so only trial 1 (reward 0) is left for it.
+    assert picked == [("18", 1), ("6", 1)]
+
+
 def _export_all(run: Path, tmp_path: Path, *extra: str) -> Path:
     out = tmp_path / "all.jsonl"
     assert main(["export", str(run), "--output", str(out), "--overwrite", *extra]) == 0
@@ -322,6 +354,31 @@ def test_sft_conversation_rerenders_to_the_kept_ids_outside_sampled_tokens(token
                 f"{tag} outside sampled tokens: kept {tokenizer.decode(kept[max(0, i1 - 5) : i2 + 5])!r}"
                 f" / rendered {tokenizer.decode(rendered[max(0, j1 - 5) : j2 + 5])!r}"
             )
+
+
+def test_sft_model_turns_are_the_sampled_text_without_the_stop_token(token_run, tmp_path):
+    """Each exported model turn is what the engine sampled for it (its span in the transcript,
+    decoded by the Hugging Face tokenizer) minus the token it stopped on: the host's template
+    adds the end of turn itself, so a kept stop token would be trained on twice."""
+    folder, rows, _, template = token_run
+    out = tmp_path / "sft.jsonl"
+    assert main(["export", str(folder), "--format", "sft", "--output", str(out)]) == 0
+    tokenizer = template.tokenizer
+    special = set(tokenizer.all_special_tokens) | set(
+        getattr(tokenizer, "added_tokens_encoder", {}) or {}
+    )
+    for item, row in zip(_read(out), rows, strict=True):
+        ids = row["transcript"]["ids"]
+        spans = [(start, end) for kind, start, end in row["transcript"]["spans"] if kind == "model"]
+        assistant = [m["content"] for m in item["messages"] if m["role"] == "assistant"]
+        model_turns = assistant[len(assistant) - len(spans) :]
+        assert len(model_turns) == len(spans)
+        for content, (start, end) in zip(model_turns, spans, strict=True):
+            stop = tokenizer.decode([ids[end - 1]], skip_special_tokens=False)
+            assert stop in special, f"the turn did not end on a stop token: {stop!r}"
+            expected = tokenizer.decode(ids[start : end - 1], skip_special_tokens=False)
+            assert content == expected
+            assert not content.endswith(stop)
 
 
 def test_slime_sft_tokens_rollout_trains_on_the_exported_tokens(token_run, tmp_path) -> None:

@@ -438,3 +438,168 @@ def test_group_normalisation_leaves_removed_episodes_out(oracle) -> None:
     # Two kept episodes, both 1.0: mean-centred they are 0. Were the failed episode counted as a
     # 0.0 in the group, the mean would be 2/3 and each kept value 1/3.
     assert out["rewards"].tolist() == [0.0, 0.0]
+
+
+def test_areal_n_samples_group_members_get_their_own_trials_and_seeds(oracle) -> None:
+    """AReaL's own grouping (gconfig.n_samples): its GroupedRolloutWorkflow calls arun_episode
+    n times with one row object and no index. Each member must still run its own trial, with
+    user seed ``econfig.seed + trial`` as `econfig.group_size` members do, and AReaL's stats say
+    which member each episode was (``group_member``)."""
+    from areal.utils import stats_tracker
+
+    server, _, tasks = oracle
+    engine = _areal_engine(server, consumer_batch_size=2, max_concurrent_rollouts=8)
+    seen: list = []
+    kwargs = {
+        "econfig": {"domain": "airline", "max_new_tokens": 512, "seed": 100},
+        "gconfig": {"n_samples": 4},
+        "tokenizer": "local:chatml",
+        "on_trajectory": seen.append,
+    }
+    tracker = stats_tracker.get("rollout")
+    tracker.export()  # start from empty stats
+    try:
+        rows = [_row(t) for t in tasks[:2]]
+        # By import path, as the trainer passes it: one workflow instance per submitted row.
+        batch = engine.rollout_batch(
+            rows, workflow="tau_adapters.areal.Tau2Workflow", workflow_kwargs=kwargs, group_size=4
+        )
+        assert [b["rewards"].tolist() for b in batch] == [[1.0] * 4, [1.0] * 4]
+        by_task: dict[str, list[tuple[int, int]]] = {}
+        for t in seen:
+            by_task.setdefault(t.task_id, []).append((t.trial, t.seed))
+        # Hand computation: member k of a row with trial 0 runs trial k, seed 100 + k.
+        expected = [(k, 100 + k) for k in range(4)]
+        assert {task: sorted(runs) for task, runs in by_task.items()} == {
+            t.id: expected for t in tasks[:2]
+        }
+        members = sorted(tracker.stats["rollout/group_member"])
+        assert members == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+        # One shared instance, two groups of the same row at once: AReaL's task id keeps the two
+        # groups apart, so each still has members 0..3 (and nothing is left in the table).
+        seen.clear()
+        engine.set_version(1)
+        shared = adapter.Tau2Workflow(**kwargs)
+        engine.rollout_batch([rows[0], dict(rows[0])], workflow=shared, group_size=4)
+        assert sorted(t.trial for t in seen) == [0, 0, 1, 1, 2, 2, 3, 3]
+        assert len(shared.members) == 0
+    finally:
+        tracker.export()
+        engine.destroy()
+
+
+class Fates(Recording):
+    """AReaL's engine, giving the n-th episode that asks (by its rid) the n-th fate:
+    ``ok`` (the oracle's answer), ``truncated`` (AReaL's engine asked for one new token only,
+    so the turn ends at its length: a kept episode with reward 0), ``deadline`` (never answers:
+    the workflow's ``timeout`` aborts it) and ``cancelled`` (AReaL's request is cancelled)."""
+
+    def __init__(self, engine, fates):
+        super().__init__(engine)
+        self.fates = fates
+        self.rids: list[str] = []
+        self.fate_of: dict[str, str] = {}
+
+    async def agenerate(self, request):
+        from dataclasses import replace
+
+        if request.rid not in self.rids:
+            self.rids.append(request.rid)
+            self.fate_of[request.rid] = self.fates[len(self.rids) - 1]
+        fate = self.fate_of[request.rid]
+        if fate == "deadline":
+            await asyncio.sleep(120)
+        if fate == "cancelled":
+            raise asyncio.CancelledError()
+        if fate == "truncated":
+            request = replace(request, gconfig=request.gconfig.new(max_new_tokens=1))
+        return await super().agenerate(request)
+
+
+@pytest.mark.parametrize("group_std", [True, False])
+def test_group_rewards_stay_with_their_runs_and_aborted_episodes_train_nothing(
+    oracle, group_std
+) -> None:
+    """econfig.group_size: 4 members; one completes (tau2 reward 1), one is cut at its length
+    (kept, reward 0), one runs past the deadline and one is cancelled (both aborted: AReaL cannot
+    retry a sample, so they train nothing and count in no group statistic). Each row AReaL gets
+    must carry the normalised reward of the run whose tokens it holds."""
+    import math
+
+    _, engine, tasks = oracle
+    fates = Fates(engine, ["ok", "deadline", "truncated", "cancelled"])
+    workflow, kept = _workflow(group_size=4, group_std=group_std, timeout=3)
+    out = asyncio.run(workflow.arun_episode(fates, _row(tasks[0])))
+    by_trial = {t.trial: t for t in kept}
+    assert sorted(by_trial) == [0, 1, 2, 3]
+    statuses = sorted(t.status for t in kept)
+    assert statuses == ["aborted", "aborted", "completed", "truncated"], [t.error for t in kept]
+    # Hand computation over the two kept runs, tau2's rewards 1.0 and 0.0: mean 0.5, sample
+    # std sqrt(((1 - .5)^2 + (0 - .5)^2) / 1); eps 1e-6 as in AReaL's and our normalisation.
+    std = math.sqrt(((1.0 - 0.5) ** 2 + (0.0 - 0.5) ** 2) / 1)
+    scale = (std + 1e-6) if group_std else 1.0
+    expected = {"completed": 0.5 / scale, "truncated": -0.5 / scale}
+    assert [t.reward for t in kept if t.status == "completed"] == [1.0]
+    assert [t.reward for t in kept if t.status == "truncated"] == [0.0]
+    rows = out["input_ids"].shape[0]
+    assert rows == 2  # the aborted ones are not there
+    for i in range(rows):
+        ids = out["input_ids"][i, : int(out["attention_mask"][i].sum())].tolist()
+        [run] = [t for t in kept if t.transcript is not None and t.transcript.ids.tolist() == ids]
+        assert out["rewards"][i].item() == pytest.approx(expected[run.status], abs=1e-6)
+    # The setup really put a removed member before a kept one (so a shift would show).
+    assert any(
+        by_trial[a].status == "aborted" and by_trial[b].status != "aborted"
+        for a in by_trial
+        for b in by_trial
+        if a < b
+    )
+
+
+@pytest.mark.parametrize("fate", ["deadline", "cancelled"])
+def test_an_aborted_episode_alone_trains_nothing(oracle, fate) -> None:
+    _, engine, tasks = oracle
+    workflow, kept = _workflow(timeout=3)
+    out = asyncio.run(workflow.arun_episode(Fates(engine, [fate]), _row(tasks[0])))
+    assert out is None
+    assert kept[0].status == "aborted" and kept[0].transcript is not None
+
+
+def test_per_turn_token_budget_reaches_the_engine_request(oracle) -> None:
+    """gconfig.max_new_tokens (per turn) and gconfig.max_tokens (the context) bound every
+    request that AReaL's client puts on the wire: SGLang's ``sampling_params.max_new_tokens``
+    is min(per-turn, context - prompt - 1), the 1 kept for the end-of-turn token."""
+    server, engine, tasks = oracle
+    sent: list[tuple[int, int]] = []
+
+    def note(endpoint, body):
+        if endpoint == "generate":
+            sent.append((len(body["input_ids"]), int(body["sampling_params"]["max_new_tokens"])))
+        return None
+
+    server.fault_policy = note
+    per_turn = 64
+    kept: list = []
+    # First without a context limit: every request gets the per-turn budget; the prompts' lengths.
+    workflow = adapter.Tau2Workflow(
+        {"domain": "airline"},
+        gconfig={"max_new_tokens": per_turn},
+        tokenizer="local:chatml",
+        on_trajectory=kept.append,
+    )
+    asyncio.run(workflow.arun_episode(engine, _row(tasks[0])))
+    assert len(sent) >= 3 and all(budget == per_turn for _, budget in sent)
+    # A context that leaves the third turn fewer than per_turn tokens.
+    context = sent[2][0] + 20
+    sent.clear()
+    workflow = adapter.Tau2Workflow(
+        {"domain": "airline"},
+        gconfig={"max_new_tokens": per_turn, "max_tokens": context},
+        tokenizer="local:chatml",
+        on_trajectory=kept.append,
+    )
+    asyncio.run(workflow.arun_episode(engine, _row(tasks[0])))
+    assert sent, "no request reached the engine"
+    for prompt, budget in sent:
+        assert budget == min(per_turn, context - prompt - 1), (prompt, budget)
+    assert any(budget < per_turn for _, budget in sent)

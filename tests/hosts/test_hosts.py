@@ -82,6 +82,39 @@ def test_host_config_fills_what_the_host_knows() -> None:
     assert text.tokenizer is None and isinstance(text, EpisodeConfig)
 
 
+def test_explicit_setting_wins_over_the_hosts_own_value_with_a_warning(monkeypatch, caplog) -> None:
+    """Through slime's own path (`config_from_args`: ``--rollout-max-context-len`` and
+    ``--hf-checkpoint``): the host's values fill what nobody set; an explicit
+    ``TAU_ADAPTERS_*`` setting wins over them, and a warning names both values."""
+    import logging
+    from types import SimpleNamespace
+
+    from tau_adapters.slime.adapter import config_from_args
+
+    args = SimpleNamespace(hf_checkpoint="/models/qwen3", rollout_max_context_len=32768)
+    for name in ("TAU_ADAPTERS_MAX_CONTEXT_TOKENS", "TAU_ADAPTERS_TOKENIZER"):
+        monkeypatch.delenv(name, raising=False)
+    with caplog.at_level(logging.WARNING, logger="tau_adapters.hosts"):
+        config = config_from_args(args)
+    assert (config.max_context_tokens, config.tokenizer) == (32768, "/models/qwen3")
+    assert caplog.records == []  # nothing set explicitly: nothing to warn about
+    monkeypatch.setenv("TAU_ADAPTERS_MAX_CONTEXT_TOKENS", "40000")
+    monkeypatch.setenv("TAU_ADAPTERS_TOKENIZER", "local:chatml")
+    with caplog.at_level(logging.WARNING, logger="tau_adapters.hosts"):
+        config = config_from_args(SimpleNamespace(**vars(args)))  # a new args object: no cache
+    assert (config.max_context_tokens, config.tokenizer) == (40000, "local:chatml")
+    warned = caplog.text
+    assert "40000" in warned and "32768" in warned
+    assert "local:chatml" in warned and "/models/qwen3" in warned
+    # The same explicit value as the host's: nothing to warn about.
+    caplog.clear()
+    monkeypatch.setenv("TAU_ADAPTERS_MAX_CONTEXT_TOKENS", "32768")
+    monkeypatch.setenv("TAU_ADAPTERS_TOKENIZER", "/models/qwen3")
+    with caplog.at_level(logging.WARNING, logger="tau_adapters.hosts"):
+        config = config_from_args(SimpleNamespace(**vars(args)))
+    assert config.max_context_tokens == 32768 and caplog.records == []
+
+
 class _SlowOracle:
     """The oracle's policy, taking `delay` seconds per turn; records a cancellation."""
 

@@ -300,6 +300,15 @@ def test_generator_turn_limit_is_honoured_and_warned_about(registered, monkeypat
     assert outputs[0]["metadata"]["status"] == "truncated"
     assert "max_turns=1" in outputs[0]["metadata"]["error"]
     assert metrics["turns"] == 1
+    # A turn limit has its own label (not a token budget), and tau2 scored it as its own step
+    # limit: tau2's TerminationReason.MAX_STEPS is what its evaluator was given.
+    from tau2.data_model.simulation import TerminationReason
+
+    assert outputs[0]["metadata"]["termination_reason"] == "max_turns"
+    assert metrics["termination_reason"] == "max_turns"
+    info = outputs[0]["metadata"]["reward_info"]["info"]
+    assert info["tau2_termination_reason"] == TerminationReason.MAX_STEPS.value
+    assert f"Termination reason: {TerminationReason.MAX_STEPS.value}" in info["note"]  # tau2's
     # Enough turns: no warning, and the episode runs to its end.
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
@@ -475,3 +484,41 @@ def test_tau_bench_v1_through_its_own_env_id_scores_one(registered) -> None:
         assert chat[0]["content"].startswith(WIKI)
         assert chat[1]["role"] == "user"  # v1's agent never sees a greeting
         assert outputs[-1]["done"] and outputs[-1]["reward"] == 1.0, outputs[-1]["metadata"]
+
+
+# -- the trained reward --------------------------------------------------------------------------
+def test_final_step_reward_is_the_configured_shaped_reward_with_the_official_beside_it(
+    registered,
+) -> None:
+    """SkyRL trains on the last step's ``reward``: with a reward shaper configured it must be the
+    shaped value, and tau2's official reward stays beside it (``raw_reward``). Expected values
+    from tau2's own verdict: its reward, and its action checks for the partial credit (only the
+    ``action`` component weighted, so the hand computation is alpha * matched / checked)."""
+    alpha = 0.5
+    env_config = {
+        "reward": "partial",
+        "reward_alpha": alpha,
+        "reward_action_weight": 1.0,
+        "reward_communicate_weight": 0.0,
+        "reward_env_assertion_weight": 0.0,
+        "reward_db_weight": 0.0,
+    }
+    for ref in _refs("airline"):
+        texts = _oracle(ref)
+        if len(texts) < 4:
+            continue
+        # The first gold action skipped: tau2 gives 0, yet some of its action checks match.
+        _, _, outputs, metrics = _play(registered, ref, texts[1:], env_config=env_config)
+        info = outputs[-1]["metadata"]["reward_info"]  # tau2's RewardInfo, as JSON
+        checks = info.get("action_checks") or []
+        matched = sum(1 for check in checks if check["action_match"])
+        if info["reward"] == 0.0 and checks and matched > 0:
+            break
+    else:
+        pytest.fail("no airline task gives a partial episode with skipped first action")
+    last = outputs[-1]
+    assert last["done"]
+    assert last["metadata"]["raw_reward"] == info["reward"] == 0.0  # tau2's official reward
+    assert last["reward"] == pytest.approx(info["reward"] + alpha * matched / len(checks))
+    assert last["reward"] > 0.0
+    assert metrics["raw_reward"] == 0.0

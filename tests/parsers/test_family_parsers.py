@@ -194,6 +194,29 @@ def test_harmony_channels() -> None:
     assert parser.parse("<|channel|>commentary to=functions.f<|message|>{bad").error
 
 
+def test_harmony_commentary_without_recipient_is_a_preamble_for_the_user() -> None:
+    """OpenAI's harmony format: a ``commentary`` message with no ``to=`` recipient is a
+    preamble, text meant for the user (e.g. announcing the tool calls that follow); only
+    ``analysis`` is chain of thought, and only ``to=functions.NAME`` is a call. So the preamble
+    is the turn's content, beside the call, and nothing is an error."""
+    parser = make_parser("harmony")
+    preamble = "Let me look up your reservation."
+    call = '<|channel|>commentary to=functions.lookup <|constrain|>json<|message|>{"id": 1}'
+    text = (
+        f"<|channel|>analysis<|message|>Need the booking.<|end|>"
+        f"<|start|>assistant<|channel|>commentary<|message|>{preamble}<|end|>"
+        f"<|start|>assistant{call}"
+    )
+    parsed = parser.parse(text)
+    assert parsed.error is None
+    assert parsed.content == preamble
+    assert parsed.reasoning == "Need the booking."
+    assert [(c.name, c.arguments) for c in parsed.tool_calls] == [("lookup", {"id": 1})]
+    # On its own (no call): the user-facing reply of the turn.
+    alone = parser.parse(f"<|channel|>commentary<|message|>{preamble}")
+    assert (alone.content, alone.tool_calls, alone.error) == (preamble, [], None)
+
+
 def test_sglang_detectors_agree_when_installed() -> None:
     module = pytest.importorskip(
         "sglang.srt.function_call.function_call_parser",

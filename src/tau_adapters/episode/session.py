@@ -33,7 +33,11 @@ if TYPE_CHECKING:
     from tau2.data_model.tasks import Task
 
 #: Our termination reasons that tau2 does not have, and the tau2 reason its scoring is given.
-TAU2_TERMINATION_REASON: dict[str, str] = {"token_budget": "max_steps"}
+TAU2_TERMINATION_REASON: dict[str, str] = {
+    "token_budget": "max_steps",
+    "max_turns": "max_steps",
+    "host_stopped": "max_steps",
+}
 
 
 @dataclass

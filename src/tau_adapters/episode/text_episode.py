@@ -27,7 +27,7 @@ from typing import Any
 from tau_adapters.agents.oracle import MalformedTurn, assistant_message_from
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.episode.tasks import TaskRef
-from tau_adapters.errors import EpisodeSignal, HostStopped
+from tau_adapters.errors import EpisodeSignal, HostStopped, HostTurnLimit
 from tau_adapters.runtime import background_loop
 from tau_adapters.runtime.logs import get_logger
 from tau_adapters.tokens.chat_messages import to_chat
@@ -36,6 +36,7 @@ log = get_logger("tau_adapters.episode")
 
 __all__ = [
     "HostStopped",
+    "HostTurnLimit",
     "TextEpisode",
     "TextTurn",
     "oracle_texts",
@@ -152,7 +153,7 @@ class _HostPolicy:
 
     async def act(self, observation: list[Any]) -> Any:
         if self.max_turns is not None and self.turns >= self.max_turns:
-            raise HostStopped(f"the host's turn limit was reached (max_turns={self.max_turns})")
+            raise HostTurnLimit(f"the host's turn limit was reached (max_turns={self.max_turns})")
         await self.outbox.put(("turn", observation))
         text = await self.inbox.get()
         if text is _STOP:

@@ -22,6 +22,9 @@ from typing import Any, TypeVar
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.episode.rollout import Trajectory
 from tau_adapters.errors import ConfigError
+from tau_adapters.runtime.logs import get_logger
+
+log = get_logger("tau_adapters.hosts")
 
 T = TypeVar("T")
 
@@ -125,7 +128,12 @@ def host_config(
     ``TAU2_*`` names), then `settings` (the host's own config block, which wins), then what the
     host already knows: its model's tokenizer and its context length, used where no setting names
     them. A token-level host (`tokenizer_setting` names the host's setting) without any tokenizer
-    fails here, naming both ways to give one; text-level hosts pass ``None``."""
+    fails here, naming both ways to give one; text-level hosts pass ``None``.
+
+    An explicit setting wins over the host's own value (a user who sets
+    ``TAU_ADAPTERS_MAX_CONTEXT_TOKENS`` means it), but where the two differ a warning names both:
+    a context above the host's makes the engine refuse long episodes, and a tokenizer other than
+    the host's model's gives token ids the model never saw."""
     values = {k: v for k, v in (settings or {}).items() if v is not None}
     values["policy"] = policy
     base = EpisodeConfig.from_env(environ, **values)
@@ -140,6 +148,34 @@ def host_config(
         extra["tokenizer"] = tokenizer
     if max_context_tokens and not base.max_context_tokens:
         extra["max_context_tokens"] = int(max_context_tokens)
+    elif max_context_tokens and int(base.max_context_tokens or 0) != int(max_context_tokens):
+        log.warning(
+            "%s: max_context_tokens=%d (set explicitly: TAU_ADAPTERS_MAX_CONTEXT_TOKENS or the "
+            "%s config) wins over %s's own context length %d%s",
+            host,
+            base.max_context_tokens,
+            host,
+            host,
+            int(max_context_tokens),
+            "; the engine will refuse episodes longer than its own limit"
+            if int(base.max_context_tokens or 0) > int(max_context_tokens)
+            else "",
+        )
+    if (
+        tokenizer
+        and base.tokenizer
+        and tokenizer_setting is not None
+        and base.tokenizer != tokenizer
+    ):
+        log.warning(
+            "%s: tokenizer %r (set explicitly) wins over %s's own %s %r: token ids must be the "
+            "trained model's",
+            host,
+            base.tokenizer,
+            host,
+            tokenizer_setting,
+            tokenizer,
+        )
     config = EpisodeConfig.from_env(environ, **values, **extra) if extra else base
     from tau_adapters.plugins import check_names
 
@@ -243,3 +279,38 @@ async def run_group(
     rewards = [0.0 if run is None else run[1] for run in runs]
     values = normalise_groups(rewards, [range(size)], removed, use_std=use_std)
     return [(run[0], value) for run, value in zip(runs, values, strict=True) if run is not None]
+
+
+class GroupMembers:
+    """Numbers the members of groups that a host runs as `size` separate calls with the same row
+    and no index (AReaL's ``gconfig.n_samples``: its grouped workflow calls ``arun_episode``
+    `size` times with one row object). Each call of a group takes the next index, 0..size-1,
+    from `next(key)`, where `key` names the group (the host's id for the submitted row); the
+    member's trial is then the row's trial plus its index (`member_trial`), so every member
+    meets its own user seed, as with the adapter's own ``group_size`` (`run_group`).
+
+    `next` must run before the host's call first awaits: the host starts a group's calls
+    together and their synchronous starts run back to back, in member order. A group's entry is
+    dropped once its last member is numbered, so the table holds only groups being started."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, int(size or 1))
+        self._next: dict[Hashable, int] = {}
+
+    def next(self, key: Hashable) -> int:
+        if self.size == 1:
+            return 0
+        member = self._next.pop(key, 0)
+        if member + 1 < self.size:
+            self._next[key] = member + 1
+        return member
+
+    def __len__(self) -> int:
+        """Groups whose members are still being numbered."""
+        return len(self._next)
+
+
+def member_trial(base_trial: int, member: int) -> int:
+    """The trial a group member runs as: the row's trial plus the member's index, so member k
+    of a group gets user seed ``config.seed + base_trial + k`` (`rollout` seeds by trial)."""
+    return int(base_trial) + int(member)
