@@ -137,6 +137,11 @@ class EpisodeConfig(BaseModel):
     user_empty_retries: int = Field(
         3, ge=0, description="Re-asks after an empty user reply (tau2: 3), then user_error."
     )
+    user_cache: str | None = Field(
+        None,
+        description="Folder of an on-disk cache of user-simulator replies (SQLite, shared by "
+        "processes): a re-run replays the user instead of calling the model.",
+    )
     user_strategy: Literal["llm", "react", "verify", "reflection"] = Field(
         "llm",
         description="tau-bench v1 domains: v1's user strategy (llm, react, verify, reflection).",

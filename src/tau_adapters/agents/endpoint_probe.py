@@ -96,3 +96,67 @@ def probe_policy_endpoint(config: EpisodeConfig, *, wait_s: float = 0.0) -> None
             f"policy endpoint {url}: {problem}. Is another program holding that port? "
             "Check the URL (--no-probe skips this check)"
         )
+
+
+def probe_user_endpoint(config: EpisodeConfig) -> None:
+    """Check the user simulator before any episode, as the policy's endpoint is checked.
+
+    ``openai:URL``: one ``GET /models`` (nothing there, or not an OpenAI-compatible server, or a
+    rejected key fails). ``litellm:MODEL``: the provider's key must be set (litellm's
+    `validate_environment`), and an ``--user-api-base`` must answer. Without this, a typo in the
+    URL shows up as every episode ending ``user_error``. Other users (scripted, plugins) have no
+    endpoint to probe.
+    """
+    from tau_adapters.plugins import split_spec
+    from tau_adapters.users.transport import make_transport
+
+    kind, arg = split_spec(config.user)
+    if kind not in ("openai", "litellm"):
+        return
+    transport = make_transport(kind, arg, config)  # missing settings fail here, named
+    skip = "--no-probe skips this check"
+    if kind == "litellm":
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download
+        try:
+            check = transport.litellm.validate_environment(
+                model=transport.model, api_base=config.user_api_base
+            )
+        except Exception as exc:
+            raise ConfigError(
+                f"setting 'user': litellm does not know the model {transport.model!r} ({exc}); "
+                "spell it as litellm does, e.g. openai/NAME or anthropic/NAME"
+            ) from None
+        missing = list(check.get("missing_keys") or [])
+        if missing:
+            raise ConfigError(
+                f"setting 'user' ({config.user}): litellm needs {', '.join(missing)} in the "
+                f"environment for {transport.model!r}; export it ({skip})"
+            )
+        base = config.user_api_base
+        if not base:
+            return
+        setting = "--user-api-base ($TAU2_USER_API_BASE)"
+    else:
+        base = transport.base_url
+        setting = "--user openai:URL ($TAU2_USER_API_BASE)"
+    headers = {}
+    if os.environ.get("OPENAI_API_KEY"):
+        headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
+    try:
+        status, body = _get_json(base.rstrip("/") + "/models", headers)
+    except _Unreachable as exc:
+        raise ConfigError(
+            f"user simulator endpoint {base} is not reachable ({exc}); start it, or fix "
+            f"{setting} ({skip})"
+        ) from None
+    if status in (401, 403):
+        raise ConfigError(
+            f"user simulator endpoint {base} refused the key (GET /models -> HTTP {status}); "
+            f"set OPENAI_API_KEY to a key it accepts ({skip})"
+        )
+    if not (200 <= status < 300 and isinstance(body, dict)):
+        raise ConfigError(
+            f"user simulator endpoint {base}: it does not answer like an OpenAI-compatible "
+            f"server (GET /models -> HTTP {status}); check {setting}: the URL usually ends in /v1 "
+            f"({skip})"
+        )

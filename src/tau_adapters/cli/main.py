@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--user-api-base", default=None, help="endpoint for litellm models")
     user.add_argument("--user-temperature", type=float, default=None)
     user.add_argument(
+        "--user-cache",
+        default=None,
+        metavar="DIR",
+        help="replay user replies from an on-disk cache in DIR (SQLite; shared by processes)",
+    )
+    user.add_argument(
         "--user-strategy",
         choices=["llm", "react", "verify", "reflection"],
         default=None,
@@ -236,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--no-probe",
         action="store_true",
-        help="skip the start-up check that the policy endpoint speaks the expected protocol",
+        help="skip the start-up checks that the policy and user-simulator endpoints answer",
     )
 
     warm = commands.add_parser(
@@ -430,6 +436,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         user_api_base=args.user_api_base,
         user_temperature=args.user_temperature,
         user_strategy=args.user_strategy,
+        user_cache=args.user_cache,
         reward=args.reward,
     )
     user_explicit = args.user is not None or any(
@@ -438,11 +445,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     check_names(base)  # a misspelt name first: it would make every other message misleading
     check_user_for_policy(base, user_explicit=user_explicit)
     if not args.no_probe:
-        from tau_adapters.agents.endpoint_probe import probe_policy_endpoint
+        from tau_adapters.agents.endpoint_probe import probe_policy_endpoint, probe_user_endpoint
         from tau_adapters.plugins import make_policy
 
         make_policy(base.policy, base)  # local settings (e.g. the tokenizer) before the network
         probe_policy_endpoint(base, wait_s=args.wait_ready)
+        probe_user_endpoint(base)
     # Every name, task id and setting is checked before the run folder is touched.
     jobs = plan_jobs(
         args.domain,

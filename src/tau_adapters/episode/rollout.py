@@ -20,6 +20,7 @@ from tau_adapters.config import EpisodeConfig
 from tau_adapters.core import Policy, Status, User
 from tau_adapters.domains import benchmark_of, get_domain
 from tau_adapters.episode.session import Session, SoloUser
+from tau_adapters.episode.user_side import user_side
 from tau_adapters.errors import EndpointError, EpisodeSignal
 from tau_adapters.plugins import make_policy, make_user
 from tau_adapters.rewards.grading import grading_note, reward_components
@@ -100,6 +101,8 @@ class Trajectory:
             error=error,
             benchmark=benchmark or benchmark_of(domain),
         )
+    #: Who played the user and how (`tau_adapters.users.fingerprint`); None if unknown.
+    user_fingerprint: dict[str, Any] | None = None
 
     @property
     def shaped_reward(self) -> float:
@@ -145,6 +148,8 @@ class Trajectory:
             row["solo_mode"] = True
         if self.thinking_tool:
             row["thinking_tool"] = True
+        row["user_fingerprint"] = self.user_fingerprint
+        row["user_side"] = user_side(row)
         if self.rejected_turns:
             row["rejected_turns"] = list(self.rejected_turns)
         if self.shaped is not None:
@@ -341,4 +346,5 @@ def _finish(
         benchmark_version=session.domain.version,
         solo_mode=session.solo,
         thinking_tool=session.think,
+        user_fingerprint=getattr(user, "fingerprint", None),
     )

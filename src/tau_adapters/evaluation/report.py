@@ -257,11 +257,14 @@ def build_report(
         if overall_stats is not None
         else None
     )
+    from tau_adapters.evaluation.user_report import user_summary
+
     return {
         # Which benchmark version, task sets and grading produced these numbers (the header).
         "provenance": provenance(checked),
         "domains": domains,
         "overall": overall,
+        "user": user_summary(checked),
         "bootstrap": {
             "resamples": bootstrap,
             "seed": seed,
@@ -441,6 +444,8 @@ def compare(
             "only_in_a": sorted(set(rates_a) - set(rates_b)),
             "only_in_b": sorted(set(rates_b) - set(rates_a)),
         }
+    from tau_adapters.evaluation.user_report import compare_fingerprints
+
     return {
         "labels": {"a": label_a, "b": label_b},
         "provenance": {"a": provenance(checked_a), "b": provenance(checked_b)},
@@ -448,6 +453,7 @@ def compare(
         "pass_threshold": PASS_THRESHOLD,
         "domains": domains,
         "flipped": flipped,
+        "user_fingerprint": compare_fingerprints(checked_a, checked_b),
     }
 
 
@@ -552,6 +558,8 @@ def print_report(report: Mapping[str, Any], console: Console | None = None) -> N
     from rich.table import Table
     from rich.text import Text
 
+    from tau_adapters.evaluation.user_report import user_header_lines
+
     console = _default_console(console)
     info = report.get("provenance")
     if info:
@@ -559,6 +567,10 @@ def print_report(report: Mapping[str, Any], console: Console | None = None) -> N
             console.print(Text(line), soft_wrap=True)
         if not info["official"]:
             console.print(Text("NOT THE OFFICIAL SCORE: see grading above", style="bold red"))
+    for line in user_header_lines(report.get("user") or {}):
+        console.print(
+            Text(line, style="bold red" if line.startswith("WARNING") else ""), soft_wrap=True
+        )
     blocks = _report_blocks(report)
     max_k = max((block["trials"] for _, block in blocks), default=0)
     confidence = report.get("bootstrap", {}).get("confidence")
@@ -627,6 +639,15 @@ def print_report(report: Mapping[str, Any], console: Console | None = None) -> N
             user,
         )
     console.print(failures)
+    for name, share in (report.get("user") or {}).get("user_side", {}).items():
+        if share["user_side"]:
+            kinds = ", ".join(f"{k} {n}" for k, n in share["kinds"].items() if n)
+            console.print(
+                Text(
+                    f"{name}: {share['user_side']} of {share['episodes']} episodes "
+                    f"({share['share']:.0%}) ended by the user without success ({kinds})"
+                )
+            )
     for name, block in report.get("domains", {}).items():
         top = block["failures"]["failed_episodes"]["top_errors"]
         if top:
@@ -671,9 +692,14 @@ def print_comparison(comparison: Mapping[str, Any], console: Console | None = No
     for cells in rows:
         table.add_row(*[Text(cells[i]) if i == 0 else cells[i] for i in keep])
     console.print(table)
+    from tau_adapters.evaluation.user_report import difference_lines
+
     names = {"fixed": "fixed", "broken": "broken", "only_in_a": f"only in {a}"}
     names["only_in_b"] = f"only in {b}"
+    users = comparison.get("user_fingerprint") or {}
     for domain, lists in comparison["flipped"].items():
+        for line in difference_lines(domain, users.get(domain)):
+            console.print(Text(line, style="bold red"))
         for key, label in names.items():
             if lists[key]:
                 console.print(

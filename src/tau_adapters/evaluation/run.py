@@ -226,6 +226,11 @@ def write_summary(
         "wall_s": wall_s,
         "tau_adapters_version": __version__,
     }
+    from tau_adapters.evaluation.user_report import user_summary
+
+    summary["user"] = user_summary(rows)
+    if config.get("user_cache") and summary["user"]["cache"] is not None:
+        summary["user"]["cache"]["folder"] = config["user_cache"]
     try:
         from tau_adapters.domains.tau2.api import api
 

@@ -151,7 +151,9 @@ async def post_json(
     raise EndpointError(f"{last} (gave up after {retry.attempts} attempts)", retryable=True)
 
 
-async def get_json(base_url: str, path: str, *, timeout_s: float = 10.0) -> tuple[int | None, Any]:
+async def get_json(
+    base_url: str, path: str, *, timeout_s: float = 10.0, headers: dict[str, str] | None = None
+) -> tuple[int | None, Any]:
     """One GET, no retries (for start-up probes): ``(status, decoded JSON or None)``, or
     ``(None, reason)`` when the server could not be reached."""
     import aiohttp
@@ -159,7 +161,7 @@ async def get_json(base_url: str, path: str, *, timeout_s: float = 10.0) -> tupl
     url = base_url.rstrip("/") + path
     try:
         async with shared_session().get(
-            url, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            url, timeout=aiohttp.ClientTimeout(total=timeout_s), headers=headers
         ) as response:
             raw = await response.read()
             status = response.status

@@ -127,6 +127,11 @@ class LoopbackEngine(LoopbackServer):
             model = TinyLM(len(self.tokenizer), seed=seed)
         self.model = model
         self.fault_policy: FaultPolicy | None = None
+        #: The model name ``GET /v1/models`` and ``/get_model_info`` report (tests change it to
+        #: stand for a new model behind the same endpoint).
+        self.served_model = "tau-adapters-tiny"
+        #: Every chat request body, in arrival order (what a user simulator asked).
+        self.chat_log: list[dict[str, Any]] = []
         self.chat_responder: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
         self.requests: Counter[str] = Counter()
         self.program_ids: Counter[str] = Counter()
@@ -242,6 +247,7 @@ class LoopbackEngine(LoopbackServer):
         async def chat(request: Request) -> Any:
             body = await read_body(request)
             engine.requests["chat"] += 1
+            engine.chat_log.append(body)
             if "program_id" in body:
                 engine.program_ids[str(body["program_id"])] += 1
             early = await apply_fault("chat", body)
@@ -269,11 +275,12 @@ class LoopbackEngine(LoopbackServer):
             return JSONResponse({"status": "ok"})
 
         async def model_info(request: Request) -> Any:
-            return JSONResponse({"model_path": "tau-adapters-tiny", "is_generation": True})
+            return JSONResponse({"model_path": engine.served_model, "is_generation": True})
 
         async def models(request: Request) -> Any:
+            engine.requests["models"] += 1
             return JSONResponse(
-                {"object": "list", "data": [{"id": "tau-adapters-tiny", "object": "model"}]}
+                {"object": "list", "data": [{"id": engine.served_model, "object": "model"}]}
             )
 
         # vLLM's token-in/token-out protocol, as SkyRL's RemoteInferenceClient calls it.

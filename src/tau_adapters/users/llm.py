@@ -9,6 +9,10 @@ endpoint (a local SGLang/vLLM server) with no litellm in the path.
 Never blocks the event loop (both transports are async), limits concurrent calls per endpoint,
 retries timeouts, 429, 5xx and connection errors with backoff, and after the last attempt raises
 `EndpointError`, which the session turns into a ``user_error`` termination with the reason.
+
+Pinning: the episode's seed is sent with every request (a re-run asks the same thing), the user's
+fingerprint (`tau_adapters.users.fingerprint`) goes into the row, and with ``user_cache`` set the
+transport answers from an on-disk cache of earlier replies (`tau_adapters.users.cache`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from tau_adapters.domains.names import benchmark_for
 from tau_adapters.domains.tau2.api import api
 from tau_adapters.errors import EndpointError
 from tau_adapters.tokens.chat_messages import tool_calls_from_openai
-from tau_adapters.users.transport import endpoint_limit, make_transport
+from tau_adapters.users.cache import CachedTransport, open_cache
+from tau_adapters.users.fingerprint import tau2_prompt_material, user_fingerprint
+from tau_adapters.users.transport import endpoint_limit, make_transport, new_usage, record_usage
 
 
 class LLMUser:
@@ -33,15 +39,15 @@ class LLMUser:
         self.config = config
         self.messages: list[dict[str, Any]] = []
         self.tools: list[dict[str, Any]] | None = None
-        self.usage: dict[str, Any] = {
-            "calls": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "cost": 0.0,
-        }
+        self.usage: dict[str, Any] = new_usage(isinstance(transport, CachedTransport))
+        self.benchmark = benchmark_for(config.domain).name
+        if isinstance(transport, CachedTransport):
+            transport.bind(self._fingerprint)
         self.seed: int | None = None
+        self.fingerprint: dict[str, Any] | None = None
 
     async def start(self, context: Any, history: list[Any]) -> None:
+        self.fingerprint = await self._fingerprint()
         tools = list(context.user_tools or [])
         self.tools = tools or None
         prompt = api().user_system_prompt(context.task, with_tools=bool(tools))
@@ -62,6 +68,10 @@ class LLMUser:
         elif role == "user":  # the user's own earlier words (task history)
             self.messages.append(_own_turn(message.content, message.tool_calls))
 
+    async def _fingerprint(self) -> dict[str, Any]:
+        transport = getattr(self.transport, "inner", self.transport)
+        return await user_fingerprint(transport, self.config, self.benchmark, tau2_prompt_material)
+
     async def respond(self, message: Any) -> Any:
         t = api()
         self._remember_incoming(message)
@@ -80,10 +90,7 @@ class LLMUser:
         for _ in range(config.user_empty_retries + 1):
             async with endpoint_limit(self.transport.key, config.user_concurrency):
                 reply, usage = await self.transport.complete(payload)
-            self.usage["calls"] += 1
-            for key in ("prompt_tokens", "completion_tokens"):
-                self.usage[key] += int(usage.get(key) or 0)
-            self.usage["cost"] += float(usage.get("cost") or 0.0)
+            cost = record_usage(self.usage, usage)
             content = reply.get("content") or None
             if reply.get("tool_calls") or (isinstance(content, str) and content.strip()):
                 break
@@ -92,8 +99,9 @@ class LLMUser:
                 "user simulator returned an empty reply (no text, no tool calls) "
                 f"{config.user_empty_retries + 1} times"
             )
+        answered = self.usage["calls"] + self.usage.get("cache_hits", 0)
         calls, error = tool_calls_from_openai(
-            reply.get("tool_calls"), requestor="user", id_prefix=f"user_call_{self.usage['calls']}"
+            reply.get("tool_calls"), requestor="user", id_prefix=f"user_call_{answered}"
         )
         if error is not None:
             raise EndpointError(f"user simulator sent a malformed tool call: {error}")
@@ -104,7 +112,7 @@ class LLMUser:
             tool_calls=calls or None,
             usage={k: usage.get(k) for k in ("prompt_tokens", "completion_tokens") if k in usage}
             or None,
-            cost=float(usage.get("cost") or 0.0),
+            cost=cost,
         )
 
     async def close(self) -> None:
@@ -130,7 +138,9 @@ def _own_turn(content: str | None, calls: Any) -> dict[str, Any]:
 
 
 def _llm_user(kind: str, arg: str | None, config: EpisodeConfig) -> Any:
-    transport = make_transport(kind, arg, config)
+    transport: Any = make_transport(kind, arg, config)
+    if config.user_cache:  # opened (and checked: corrupt, foreign) on the first episode's build
+        transport = CachedTransport(transport, open_cache(config.user_cache))
     factory = benchmark_for(config.domain).user_factory  # tau-bench v1 plays its own strategies
     if factory is not None:
         module, _, attr = factory.partition(":")

@@ -49,7 +49,8 @@ def _mentions(text: str, tool_name: str) -> bool:
 class ScriptedUser:
     """A deterministic user that follows its task, for offline runs and calibration."""
 
-    def __init__(self) -> None:
+    def __init__(self, fingerprint: dict[str, Any] | None = None) -> None:
+        self.fingerprint = fingerprint
         self._pending: list[Any] = []
         self._opened = False
         self._task: Any = None
@@ -98,4 +99,7 @@ def describe_user_action(name: str, arguments: dict[str, Any]) -> str:
 
 def make_scripted_user(arg: str | None, config: EpisodeConfig) -> ScriptedUser:
     """``scripted``: the user that pairs with the oracle (no model)."""
-    return ScriptedUser()
+    from tau_adapters.domains.names import benchmark_of
+    from tau_adapters.users.fingerprint import static_fingerprint
+
+    return ScriptedUser(static_fingerprint("scripted", config, benchmark_of(config.domain)))

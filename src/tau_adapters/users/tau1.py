@@ -29,7 +29,9 @@ from typing import Any
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains.tau2.api import api
 from tau_adapters.errors import ConfigError, EndpointError
-from tau_adapters.users.transport import endpoint_limit
+from tau_adapters.users.cache import CachedTransport
+from tau_adapters.users.fingerprint import PLACEHOLDER, user_fingerprint
+from tau_adapters.users.transport import endpoint_limit, new_usage, record_usage
 
 #: v1's strategy names (``UserStrategy`` values) and their classes in ``tau_bench.envs.user``.
 STRATEGIES: dict[str, str] = {
@@ -114,6 +116,23 @@ def strategy_class(name: str) -> Any:
     return getattr(api1().user_module, STRATEGIES[name])
 
 
+def prompt_material(strategy: str, placeholder: str) -> str:
+    """A strategy's system prompt (instruction left as `placeholder`) and the code that drives it
+    (its class, and v1's verify/reflect supervisors, whose prompts live in functions): what the
+    user fingerprint hashes for tau-bench v1."""
+    cls = strategy_class(strategy)
+    sim = object.__new__(cls)
+    parts = [strategy, sim.build_system_prompt(instruction=placeholder)]
+    module = inspect.getmodule(cls)
+    for obj in (cls, getattr(module, "verify", None), getattr(module, "reflect", None)):
+        if obj is not None:
+            try:
+                parts.append(inspect.getsource(obj))
+            except (OSError, TypeError):  # no source on disk: the prompt alone
+                parts.append(repr(obj))
+    return "\n\0\n".join(parts)
+
+
 class Tau1User:
     """A per-episode v1 user simulator (strategy from ``config.user_strategy``)."""
 
@@ -122,19 +141,18 @@ class Tau1User:
         self.config = config
         self.strategy = config.user_strategy
         self._cls = strategy_class(self.strategy)
-        self.usage: dict[str, Any] = {
-            "calls": 0,
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "cost": 0.0,
-        }
+        self.usage: dict[str, Any] = new_usage(isinstance(transport, CachedTransport))
+        if isinstance(transport, CachedTransport):
+            transport.bind(self._fingerprint)
         self.seed: int | None = None
+        self.fingerprint: dict[str, Any] | None = None
         self._sim: Any = None
         self._instruction: str | None = None
 
     async def start(self, context: Any, history: list[Any]) -> None:
         from tau_adapters.domains.tau1.api import api1
 
+        self.fingerprint = await self._fingerprint()
         _install_router(api1().user_module)
         cls = self._cls
         sim = object.__new__(cls)  # v1's constructor would call the model once, for nothing
@@ -148,6 +166,14 @@ class Tau1User:
         self._sim = sim
         self._instruction = str(context.task.user_scenario.instructions)
         self.seed = context.seed
+
+    async def _fingerprint(self) -> dict[str, Any]:
+        return await user_fingerprint(
+            getattr(self.transport, "inner", self.transport),
+            self.config,
+            "tau1",
+            functools.partial(prompt_material, self.strategy, PLACEHOLDER),
+        )
 
     async def respond(self, message: Any) -> Any:
         t = api()
@@ -183,11 +209,7 @@ class Tau1User:
         }
         async with endpoint_limit(self.transport.key, config.user_concurrency):
             reply, usage = await self.transport.complete(payload)
-        self.usage["calls"] += 1
-        for key in ("prompt_tokens", "completion_tokens"):
-            self.usage[key] += int(usage.get(key) or 0)
-        cost = float(usage.get("cost") or 0.0)
-        self.usage["cost"] += cost
+        cost = record_usage(self.usage, usage)
         return reply.get("content"), cost
 
     async def close(self) -> None:

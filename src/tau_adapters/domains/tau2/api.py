@@ -87,6 +87,16 @@ class Tau2:
         names = getattr(task, "user_tools", None)
         return None if names is None else list(names)
 
+    def user_prompt_template(self, *, with_tools: bool, placeholder: str) -> str:
+        """tau2's user-simulator system prompt as rendered, with `placeholder` for the scenario
+        (what a fingerprint of the user simulator hashes)."""
+        from tau2.user import user_simulator
+
+        guidelines = user_simulator.get_global_user_sim_guidelines(use_tools=with_tools)
+        return user_simulator.SYSTEM_PROMPT.format(
+            global_user_sim_guidelines=guidelines, instructions=placeholder
+        )
+
     def message_adapter(self) -> Any:
         """Validates a list of tau2 messages from JSON (built once)."""
         return _message_adapter(self.Message)
