@@ -240,8 +240,10 @@ class CachedTransport:
         if found is not None:
             reply, usage = found
             tokens = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-            return reply, {
+            return reply, {  # the reply's own token counts stay with it; nothing is spent
                 "cache": "hit",
+                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                "completion_tokens": int(usage.get("completion_tokens") or 0),
                 "saved_cost": float(usage.get("cost") or 0.0),
                 "saved_tokens": tokens,
             }
