@@ -54,7 +54,9 @@ def stable_rows(output: Path) -> list[dict[str, Any]]:
     rows = []
     for line in (output / "trajectories.jsonl").read_text().splitlines():
         row = {k: v for k, v in json.loads(line).items() if k not in VOLATILE}
-        row["messages"] = [{k: v for k, v in m.items() if k != "timestamp"} for m in row["messages"]]
+        row["messages"] = [
+            {k: v for k, v in m.items() if k != "timestamp"} for m in row["messages"]
+        ]
         rows.append(row)
     return sorted(rows, key=lambda r: (r["task_id"], r["trial"]))
 

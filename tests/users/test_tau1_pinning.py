@@ -80,7 +80,9 @@ def _stable(rows):
     out = []
     for row in rows:
         row = {k: v for k, v in row.items() if k not in VOLATILE}
-        row["messages"] = [{k: v for k, v in m.items() if k != "timestamp"} for m in row["messages"]]
+        row["messages"] = [
+            {k: v for k, v in m.items() if k != "timestamp"} for m in row["messages"]
+        ]
         out.append(row)
     return out
 

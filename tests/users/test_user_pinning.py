@@ -88,7 +88,9 @@ def _stable(rows):
     out = []
     for row in rows:
         row = {k: v for k, v in row.items() if k not in VOLATILE}
-        row["messages"] = [{k: v for k, v in m.items() if k != "timestamp"} for m in row["messages"]]
+        row["messages"] = [
+            {k: v for k, v in m.items() if k != "timestamp"} for m in row["messages"]
+        ]
         out.append(row)
     return out
 
@@ -375,9 +377,7 @@ def test_litellm_without_the_providers_key_fails_the_probe(server, monkeypatch) 
     from tau_adapters.agents.endpoint_probe import probe_user_endpoint
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    config = EpisodeConfig.build(
-        user="litellm:openai/user-sim", user_api_base=f"{server.url}/v1"
-    )
+    config = EpisodeConfig.build(user="litellm:openai/user-sim", user_api_base=f"{server.url}/v1")
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         probe_user_endpoint(config)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-loopback")

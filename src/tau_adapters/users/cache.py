@@ -79,13 +79,9 @@ class UserCache:
                 f"setting 'user_cache': cannot create {self.folder}: {exc.strerror or exc}; "
                 "pass a writable folder to --user-cache"
             ) from None
-        refuse = (
-            f"setting 'user_cache': {self.path} is not a usable tau-adapters user cache"
-        )
+        refuse = f"setting 'user_cache': {self.path} is not a usable tau-adapters user cache"
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
-            )
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             tables = {
                 row[0]

@@ -17,7 +17,6 @@ from tau_adapters.errors import ConfigError, EndpointError
 from tau_adapters.runtime.http_client import RetryPolicy, get_json, post_json
 from tau_adapters.runtime.scheduling import per_loop
 
-
 #: litellm providers that talk to an OpenAI-compatible server (which answers ``GET /models``).
 OPENAI_COMPATIBLE_PROVIDERS = frozenset(
     {"openai", "hosted_vllm", "openai_like", "custom_openai", "lm_studio", "vllm"}
@@ -149,7 +148,7 @@ class LiteLLMTransport:
         """litellm's resolved ``provider/model``; where that provider is an OpenAI-compatible
         server at ``api_base``, the model its ``GET /models`` reports."""
         try:
-            name, provider, key, base = self.litellm.get_llm_provider(
+            name, provider, key, _ = self.litellm.get_llm_provider(
                 self.model, api_base=self.api_base
             )
         except Exception as exc:
