@@ -186,6 +186,7 @@ def test_degenerate_cases() -> None:
         },
         "domains": {},
         "overall": None,
+        "user": {"fingerprints": {}, "cache": None, "user_side": {}, "warnings": []},
         "bootstrap": {"resamples": 1000, "seed": 0, "confidence": 0.95, "unit": "task"},
     }
 
