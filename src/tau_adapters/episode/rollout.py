@@ -101,6 +101,7 @@ class Trajectory:
             error=error,
             benchmark=benchmark or benchmark_of(domain),
         )
+
     #: Who played the user and how (`tau_adapters.users.fingerprint`); None if unknown.
     user_fingerprint: dict[str, Any] | None = None
 
