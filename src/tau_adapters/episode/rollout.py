@@ -72,6 +72,8 @@ class Trajectory:
     #: calls stay in `messages` and are left out when scoring). Written to rows when set.
     solo_mode: bool = False
     thinking_tool: bool = False
+    #: Who played the user and how (`tau_adapters.users.fingerprint`); None if unknown.
+    user_fingerprint: dict[str, Any] | None = None
 
     @classmethod
     def failed(
@@ -101,9 +103,6 @@ class Trajectory:
             error=error,
             benchmark=benchmark or benchmark_of(domain),
         )
-
-    #: Who played the user and how (`tau_adapters.users.fingerprint`); None if unknown.
-    user_fingerprint: dict[str, Any] | None = None
 
     @property
     def shaped_reward(self) -> float:
