@@ -383,7 +383,10 @@ def print_summary(summary: dict[str, Any], title: str = "results") -> None:
     _console().print(table)
     print("pass^k: all k trials of a task succeed (tau-bench); pass@k: at least one of k succeeds.")
     from tau_adapters.cli.notes import print_failures_and_state
+    from tau_adapters.evaluation.user_report import user_header_lines
 
+    for line in user_header_lines(summary.get("user") or {}):  # who played the user; the cache
+        print(line)
     print_failures_and_state(summary)
 
 
