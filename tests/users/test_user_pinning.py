@@ -257,6 +257,52 @@ def test_a_key_collision_never_returns_another_requests_reply(server, tmp_path) 
     assert asyncio.run(cache.get(fingerprint, request)) is None  # the planted row stays foreign
 
 
+def test_empty_replies_are_never_cached(server, tmp_path) -> None:
+    """tau2 asks again after an empty reply; a cached empty reply would answer every re-ask."""
+    from tau_adapters.users.cache import CachedTransport
+    from tau_adapters.users.transport import make_transport
+
+    answers = iter(["", "   ", "a real reply"])
+    server.chat_responder = lambda body: {"role": "assistant", "content": next(answers)}
+    cache = UserCache(tmp_path / "cache")
+
+    async def fp():
+        return {"transport": "openai", "id": "x"}
+
+    transport = CachedTransport(
+        make_transport("openai", f"{server.url}/v1", _config(server)), cache, fp
+    )
+    request = {"messages": [{"role": "user", "content": "hello"}], "seed": 1}
+
+    async def ask_three_times():
+        return [(await transport.complete(request))[0]["content"] for _ in range(3)]
+
+    assert asyncio.run(ask_three_times()) == ["", "   ", "a real reply"]
+    assert cache.entries() == 1 and server.requests["chat"] == 3
+    assert asyncio.run(transport.complete(request))[0]["content"] == "a real reply"
+    assert server.requests["chat"] == 3
+
+
+def test_a_failing_cache_read_is_a_miss_not_a_failed_episode(server, tmp_path) -> None:
+    from tau_adapters.users.cache import CachedTransport
+    from tau_adapters.users.transport import make_transport
+
+    cache = UserCache(tmp_path / "cache")
+    with sqlite3.connect(cache.path) as db:  # the table vanishes under a running cache
+        db.execute("DROP TABLE replies")
+
+    async def fp():
+        return {"transport": "openai", "id": "x"}
+
+    server.chat_responder = lambda body: {"role": "assistant", "content": "from the model"}
+    transport = CachedTransport(
+        make_transport("openai", f"{server.url}/v1", _config(server)), cache, fp
+    )
+    reply, usage = asyncio.run(transport.complete({"messages": [], "seed": 1}))
+    assert reply["content"] == "from the model" and usage["cache"] == "miss"
+    assert cache.errors == 2  # the read and the write, each reported, neither raised
+
+
 def test_cache_reads_and_writes_run_off_the_event_loop(tmp_path) -> None:
     cache = UserCache(tmp_path / "cache")
     threads = []

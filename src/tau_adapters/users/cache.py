@@ -36,6 +36,7 @@ CACHE_FILE = "user_cache.sqlite3"
 FORMAT = "tau-adapters-user-cache"
 FORMAT_VERSION = "1"
 BUSY_TIMEOUT_MS = 60_000
+QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
 
 
 def canonical(value: Any) -> str:
@@ -67,6 +68,9 @@ class UserCache:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tau-adapters-cache")
         self._conn: sqlite3.Connection | None = None
         self.collisions = 0
+        #: Reads or writes that failed at run time (a full disk, a page gone bad): each one is
+        #: a miss or an unsaved reply, never a failed episode; logged once.
+        self.errors = 0
         # Opened (and checked) on the cache's own thread, so the connection never changes thread.
         self._executor.submit(self._open).result()
 
@@ -117,7 +121,10 @@ class UserCache:
             )
             conn.execute("COMMIT")
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            # A full check reads the whole file: done at start-up while that stays quick; past
+            # that size a bad page shows up later as a read error (a miss, see `errors`).
+            small = self.path.stat().st_size <= QUICK_CHECK_MAX_BYTES
+            check = conn.execute("PRAGMA quick_check").fetchone()[0] if small else "ok"
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise ConfigError(
@@ -135,11 +142,27 @@ class UserCache:
             raise ConfigError(f"{refuse}: integrity check failed ({check}); delete it")
         self._conn = conn
 
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            import logging
+
+            logging.getLogger("tau_adapters").warning(
+                "user cache %s: %s failed (%s); the user model is called instead",
+                self.path,
+                what,
+                exc,
+            )
+
     def _get(self, key: str, material: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         assert self._conn is not None
-        row = self._conn.execute(
-            "SELECT material, reply, usage FROM replies WHERE key = ?", (key,)
-        ).fetchone()
+        try:
+            row = self._conn.execute(
+                "SELECT material, reply, usage FROM replies WHERE key = ?", (key,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self._failed("a read", exc)
+            return None
         if row is None:
             return None
         if row[0] != material:  # same hash, different request: never hand back its reply
@@ -149,10 +172,13 @@ class UserCache:
 
     def _put(self, key: str, material: str, reply: dict[str, Any], usage: dict[str, Any]) -> None:
         assert self._conn is not None
-        self._conn.execute(
-            "INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?)",
-            (key, material, canonical(reply), canonical(usage)),
-        )
+        try:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?)",
+                (key, material, canonical(reply), canonical(usage)),
+            )
+        except sqlite3.Error as exc:
+            self._failed("a write", exc)
 
     # -- from the event loop ------------------------------------------------------------------
     async def get(
