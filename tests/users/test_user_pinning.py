@@ -201,6 +201,34 @@ def test_a_new_model_on_the_server_flips_the_fingerprint_and_the_report_says_so(
     assert same["same"] is True and same["differences"] == []
 
 
+def test_a_long_running_loop_notices_a_model_swapped_behind_the_endpoint(
+    server, monkeypatch
+) -> None:
+    """A training host keeps one event loop for hours: the fingerprint is re-resolved after
+    `REFRESH_S`, so episodes after a swap carry the new model (and the report says mixed)."""
+    from tau_adapters.episode.rollout import rollout
+    from tau_adapters.evaluation.user_report import fingerprints
+    from tau_adapters.users import fingerprint as fingerprint_module
+
+    task = get_domain(DOMAIN).tasks(SPLIT)[0]
+    config = _config(server)
+
+    async def two_episodes():
+        first = await rollout(task, config, split=SPLIT)
+        server.served_model = "user-model-v2"
+        second = await rollout(task, config, split=SPLIT)
+        return first.to_row(), second.to_row()
+
+    a, b = asyncio.run(two_episodes())  # within REFRESH_S: one resolution for both
+    assert a["user_fingerprint"] == b["user_fingerprint"] and server.requests["models"] == 1
+    server.served_model = "user-model-v1"
+    monkeypatch.setattr(fingerprint_module, "REFRESH_S", 0.0)
+    a, b = asyncio.run(two_episodes())
+    assert a["user_fingerprint"]["model_reported"] == "user-model-v1"
+    assert b["user_fingerprint"]["model_reported"] == "user-model-v2"
+    assert fingerprints([a, b])[DOMAIN]["mixed"] is True
+
+
 def test_litellm_transport_fingerprint_seed_and_cache(server, tmp_path, monkeypatch) -> None:
     pytest.importorskip("litellm", reason="litellm is not installed")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-loopback")

@@ -16,18 +16,22 @@ and ``summary.json`` therefore carry a fingerprint of the user side:
 
 ``id`` is a short hash of all of these except ``endpoint`` (where a model is served is recorded,
 not pinned): two runs with equal ids asked the same user the same way. The fingerprint is resolved
-once per event loop (one ``GET /models`` per run, shared by all episodes).
+once per event loop and refreshed every few minutes (one ``GET /models`` per run, shared by all
+episodes; a long training run notices a model swapped behind its endpoint).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Any
 
 from tau_adapters.users.cache import canonical
 
+#: Seconds a resolved fingerprint is reused before the endpoint is asked again.
+REFRESH_S = 300.0
 #: Fingerprint fields left out of ``id`` (and of cache keys).
 UNPINNED = ("id", "endpoint")
 PLACEHOLDER = "{instructions}"
@@ -107,7 +111,9 @@ async def build_fingerprint(
 async def user_fingerprint(
     transport: Any, config: Any, benchmark: str, prompt_material: Callable[[], str]
 ) -> dict[str, Any]:
-    """The fingerprint for this transport and settings, resolved once per event loop."""
+    """The fingerprint for this transport and settings: resolved once per event loop and again
+    every `REFRESH_S` (a training run's loop lives for hours; a model swapped behind the endpoint
+    then shows in its rows), shared by all episodes meanwhile."""
     from tau_adapters.runtime.scheduling import per_loop
 
     key = (
@@ -122,13 +128,20 @@ async def user_fingerprint(
         canonical(config.user_extra_body),
         config.seed,
     )
-    task: asyncio.Task[dict[str, Any]] = per_loop(
-        key,
-        lambda: asyncio.ensure_future(
+    holder: dict[str, Any] = per_loop(key, dict)
+    now = time.monotonic()
+    task = holder.get("task")
+    if task is None or now - holder["at"] > REFRESH_S or _failed(task):
+        task = asyncio.ensure_future(
             build_fingerprint(transport, config, benchmark, prompt_material)
-        ),
-    )
-    return await asyncio.shield(task)
+        )
+        holder.update(task=task, at=now)
+    return await asyncio.shield(task)  # type: ignore[no-any-return]
+
+
+def _failed(task: asyncio.Future[Any]) -> bool:
+    """A resolution that raised or was cancelled is tried again by the next episode."""
+    return task.done() and (task.cancelled() or task.exception() is not None)
 
 
 def describe(fingerprint: dict[str, Any] | None) -> str:
