@@ -106,7 +106,9 @@ def test_v1_strategy_fingerprint_seed_and_cache(server, tmp_path, strategy) -> N
     fingerprint = rows[0]["user_fingerprint"]
     assert fingerprint["strategy"] == strategy and fingerprint["benchmark"] == "tau1"
     assert fingerprint["model_reported"] == "v1-user-model"
-    assert fingerprint["benchmark_version"].startswith(importlib.metadata.version("tau_bench"))
+    assert importlib.metadata.version("tau_bench") in fingerprint["benchmark_version"]
+    assert "59a200c6d575" in fingerprint["benchmark_version"]  # the pinned commit
+    assert fingerprint["benchmark_version"] == rows[0]["benchmark_version"]
     assert first["user"]["cache"]["misses"] == asked
     second = _evaluate(config, tmp_path / "b")
     assert server.requests["chat"] == asked  # replayed: no request reached the server

