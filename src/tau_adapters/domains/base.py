@@ -32,6 +32,10 @@ class EpisodeRules:
     #: What the step limit counts: ``messages`` of all roles against ``max_steps`` (tau2), or the
     #: agent's ``actions`` against ``tau1_max_num_steps`` (v1's ``max_num_steps``).
     step_limit: Literal["messages", "agent_actions"] = "messages"
+    #: Whether an episode that has ended keeps its ending when the step limit is reached on the
+    #: same step (v1: a transfer on the last allowed action is a transfer). tau2's orchestrator
+    #: checks the limit after a stop and lets ``max_steps`` override it.
+    first_ending_wins: bool = False
     #: Termination reasons of this benchmark that tau2's ``TerminationReason`` lacks.
     extra_termination_reasons: frozenset[str] = frozenset()
 

@@ -327,13 +327,14 @@ class Session:
     def _after_step(self) -> None:
         """tau2's rule, applied after every step that does not hand over to the environment.
 
-        An episode that has ended keeps its ending (a transfer on the last allowed step is a
-        transfer, not ``max_steps``). Under v1's rules the limit counts agent actions and is
+        Under tau2's rules ``max_steps`` reached on the step that ended the episode overrides
+        its ending, as tau2's orchestrator does; under v1's an episode that has ended keeps its
+        ending (a transfer on the last allowed step is a transfer). Under v1's rules the limit counts agent actions and is
         checked when the turn comes back to the agent, as v1's ``for _ in range(max_num_steps)``
         loop does; v1 has no error limit.
         """
         self.counters.steps += 1
-        if self.done or self._to is Role.ENV:
+        if (self.done and self.rules.first_ending_wins) or self._to is Role.ENV:
             return
         self._check_limits()
 

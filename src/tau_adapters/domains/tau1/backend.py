@@ -49,6 +49,7 @@ TAU1_RULES = EpisodeRules(
     first_tool_call_only=True,
     max_errors_applies=False,
     step_limit="agent_actions",
+    first_ending_wins=True,
     extra_termination_reasons=frozenset({"terminate_tool"}),
 )
 
