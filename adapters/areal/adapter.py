@@ -6,17 +6,23 @@ import asyncio
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
+
+from tau_adapters.areal.config import (
+    ArealOptions,
+    ExportStyle,
+    _areal_gconfig,
+    _plain,
+    config_from_econfig,
+    task_ref_from_row,
+)
 
 from areal.api.workflow_api import RolloutWorkflow
 from tau_adapters.agents.engines import Generation
-from tau_adapters.config import EpisodeConfig
 from tau_adapters.episode.tasks import TaskRef
 from tau_adapters.errors import ConfigError, EndpointError
 from tau_adapters.hosts.common import (
     GroupMembers,
-    host_config,
     member_trial,
     rollout_within,
     run_group,
@@ -24,113 +30,8 @@ from tau_adapters.hosts.common import (
     training_reward,
 )
 from tau_adapters.runtime.logs import get_logger
-from tau_adapters.runtime.mappings import as_mapping
 
 log = get_logger("tau_adapters.areal")
-
-ExportStyle = Literal["concat", "individual"]
-
-
-@dataclass(frozen=True)
-class ArealOptions:
-    """What AReaL's side decides beyond the episode: sample layout and the trained reward."""
-
-    export_style: ExportStyle = "concat"
-    turn_discount: float = 1.0
-    invalid_format_penalty: float = 0.0
-    timeout_s: float | None = None
-    #: Episodes per task run by one ``arun_episode`` and normalised together, leaving removed
-    #: ones out (`tau_adapters.hosts.common.normalise_groups`); with it, AReaL's gconfig.n_samples is 1.
-    group_size: int = 1
-    group_std: bool = True
-
-
-def _plain(value: Any) -> dict[str, Any]:
-    """A dict from a mapping, a dataclass (AReaL's configs) or an OmegaConf node."""
-    values = as_mapping(value)
-    if values is None or isinstance(value, str):
-        raise ConfigError(
-            f"expected a mapping for the AReaL config block, got {type(value).__name__}"
-        )
-    return values
-
-
-def config_from_econfig(
-    econfig: Mapping[str, Any] | Any = None,
-    *,
-    gconfig: Any = None,
-    tokenizer: Any = None,
-    policy: str = "areal:engine",
-    token_level: bool = True,
-) -> tuple[EpisodeConfig, ArealOptions]:
-    """The episode for an AReaL run from its yaml: ``econfig`` holds our `EpisodeConfig` names
-    and/or the names of AReaL's tau2 example; ``gconfig`` gives temperature, top_p, the per-turn
-    budget and the context length; ``tokenizer`` (AReaL's tokenizer or ``tokenizer_path``) is
-    used when ``econfig`` names none."""
-    values = _plain(econfig)
-    # AReaL's example names: `solo_mode` and `add_thinking_tool` are `EpisodeConfig` names too,
-    # so they pass through as they are; in solo mode the user settings are unused, as in AReaL.
-    options = {
-        "export_style": values.pop("export_style", "concat"),
-        "turn_discount": float(values.pop("turn_discount", 1.0)),
-        "invalid_format_penalty": float(values.pop("invalid_format_penalty", 0.0)),
-        "timeout_s": values.pop("timeout", None),
-        "group_size": int(values.pop("group_size", 1)),
-        "group_std": bool(values.pop("group_std", True)),
-    }
-    if options["group_size"] > 1 and int(_plain(gconfig).get("n_samples") or 1) > 1:
-        raise ConfigError(
-            "econfig.group_size and gconfig.n_samples both ask for groups: with group_size set, "
-            "set gconfig.n_samples: 1 (the workflow runs and normalises the group itself)"
-        )
-    if options["export_style"] not in ("concat", "individual"):
-        raise ConfigError("econfig.export_style must be 'concat' or 'individual'")
-    if not 0.0 < options["turn_discount"] <= 1.0:
-        raise ConfigError("econfig.turn_discount must be in (0, 1]")
-    user_llm = str(values.pop("user_llm", None) or "")
-    base_url = values.pop("user_llm_base_url", None)
-    if base_url:
-        values.setdefault("user_api_base", base_url)
-    if user_llm.startswith("openai/") and base_url:  # a served model: plain HTTP, no litellm
-        values.setdefault("user", "openai")
-        values.setdefault("user_model", user_llm.removeprefix("openai/"))
-    elif user_llm:  # any other litellm model name
-        values.setdefault("user", "litellm")
-        values.setdefault("user_model", user_llm)
-    user_args = dict(values.pop("user_llm_args", None) or {})
-    if "temperature" in user_args:
-        values.setdefault("user_temperature", user_args.pop("temperature"))
-    for key in ("max_completion_tokens", "max_tokens"):
-        if key in user_args:
-            values.setdefault("user_max_tokens", user_args.pop(key))
-    if user_args:
-        values.setdefault("user_extra_body", user_args)
-    g = _plain(gconfig)
-    for key in ("temperature", "top_p", "max_new_tokens"):  # the same names on both sides
-        if g.get(key) is not None:
-            values.setdefault(key, g[key])
-    path = tokenizer if isinstance(tokenizer, str) else getattr(tokenizer, "name_or_path", None)
-    config = host_config(
-        "AReaL",
-        values,
-        policy=policy,
-        tokenizer=path or None,
-        tokenizer_setting="tokenizer_path" if token_level else None,
-        max_context_tokens=g.get("max_tokens"),
-    )
-    return config, ArealOptions(**options)
-
-
-def task_ref_from_row(data: Mapping[str, Any], config: EpisodeConfig) -> TaskRef:
-    """A dataset row ``{domain, split, task_id}`` (``tau-adapters tasks export --format
-    areal``), or AReaL's tau2 example's ``{task_id, split}`` with the domain from ``econfig``."""
-    return TaskRef.parse(
-        data,
-        default_domain=config.domain,
-        default_split=config.split or "test",
-        what="an AReaL data row",
-        hint="write it with `tau-adapters tasks export --format areal`",
-    )
 
 
 class ArealEngineClient:
@@ -339,16 +240,6 @@ class Tau2Workflow(RolloutWorkflow):
         if reward is None or trajectory.transcript is None or not trajectory.transcript.ids:
             return None
         return (trajectory, client.versions), reward
-
-
-def _areal_gconfig(gconfig: Any) -> Any:
-    """AReaL's GenerationHyperparameters from the yaml's gconfig (a dataclass or a mapping)."""
-    from areal.api.cli_args import GenerationHyperparameters
-
-    if gconfig is None or isinstance(gconfig, GenerationHyperparameters):
-        return gconfig
-    known = GenerationHyperparameters.__dataclass_fields__
-    return GenerationHyperparameters(**{k: v for k, v in _plain(gconfig).items() if k in known})
 
 
 class Tau2Agent:
