@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from tau_adapters.domains.names import resolve_domain_name
-from tau_adapters.errors import ConfigError, close_matches
+from tau_adapters.errors import ConfigError, UnknownNameError, close_matches
 
 # tau2's defaults (tau2.config.DEFAULT_MAX_STEPS / DEFAULT_MAX_ERRORS / DEFAULT_SEED), kept here so
 # that building a config does not import tau2; a test checks they still agree.
@@ -67,7 +67,12 @@ class EpisodeConfig(BaseModel):
         description="Domain: tau2's registry (airline, retail, telecom, "
         "telecom-workflow, mock, banking_knowledge on v1) or tau1-airline/tau1-retail.",
     )
-    split: str | None = Field(None, description="Task split; None means the domain's default.")
+    split: str | None = Field(
+        None,
+        description="Task split: train, test, base (airline, retail, telecom; telecom also small, "
+        "full; mock only base), or all for every task; unset means the domain's default "
+        "(`tau-adapters tasks list` shows them).",
+    )
     max_steps: int = Field(
         TAU2_DEFAULT_MAX_STEPS, ge=1, description="tau2's max_steps: messages passed, all roles."
     )
@@ -107,6 +112,7 @@ class EpisodeConfig(BaseModel):
     )
     solo_mode: bool = Field(
         False,
+        json_schema_extra={"cli": "--solo"},
         description="tau2's solo protocol: no user; the ticket in the system prompt; the agent "
         "holds the user's tools and ends with `done` (telecom, mock).",
     )
@@ -117,6 +123,7 @@ class EpisodeConfig(BaseModel):
     )
     add_thinking_tool: bool = Field(
         False,
+        json_schema_extra={"cli": "--thinking-tool"},
         description="Offer a think(thoughts) tool (AReaL's): answered locally, no environment "
         "step, left out of what tau2 scores.",
     )
@@ -126,14 +133,18 @@ class EpisodeConfig(BaseModel):
         None, description="User-simulator model (litellm name, or the served model's name)."
     )
     user_api_base: str | None = Field(None, description="User-simulator endpoint base URL.")
-    user_temperature: float = Field(0.0, ge=0.0)
-    user_max_tokens: int | None = Field(None, ge=1)
+    user_temperature: float = Field(
+        0.0, ge=0.0, description="User-simulator sampling temperature (tau2 uses 0)."
+    )
+    user_max_tokens: int | None = Field(
+        None, ge=1, description="Token cap per user-simulator reply (none: the endpoint's)."
+    )
     user_extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra request fields, e.g. chat_template_kwargs."
     )
     user_concurrency: int = Field(64, ge=1, description="Calls in flight per user endpoint.")
-    user_timeout_s: float = Field(120.0, gt=0)
-    user_attempts: int = Field(4, ge=1)
+    user_timeout_s: float = Field(120.0, gt=0, description="Seconds per user-simulator request.")
+    user_attempts: int = Field(4, ge=1, description="Attempts per user-simulator request.")
     user_empty_retries: int = Field(
         3, ge=0, description="Re-asks after an empty user reply (tau2: 3), then user_error."
     )
@@ -162,16 +173,34 @@ class EpisodeConfig(BaseModel):
         default_factory=lambda: {"airline": 1.0, "retail": 0.8, "telecom": 1.6},
         description="partial: per-domain multiplier of reward_alpha ({} for none).",
     )
-    reward_action_weight: float = Field(0.5, ge=0.0)
-    reward_communicate_weight: float = Field(0.15, ge=0.0)
-    reward_env_assertion_weight: float = Field(0.35, ge=0.0)
-    reward_db_weight: float = Field(0.0, ge=0.0)
+    reward_action_weight: float = Field(
+        0.5, ge=0.0, description="partial: weight of the gold actions taken."
+    )
+    reward_communicate_weight: float = Field(
+        0.15, ge=0.0, description="partial: weight of the information communicated."
+    )
+    reward_env_assertion_weight: float = Field(
+        0.35, ge=0.0, description="partial: weight of the environment assertions met."
+    )
+    reward_db_weight: float = Field(
+        0.0, ge=0.0, description="partial: weight of the final database matching."
+    )
     curriculum_window: int = Field(16, ge=1, description="curriculum: trials remembered per task.")
-    curriculum_min_attempts: int = Field(4, ge=1)
-    curriculum_solved_threshold: float = Field(0.75, ge=0.0, le=1.0)
-    curriculum_hard_threshold: float = Field(0.25, ge=0.0, le=1.0)
-    curriculum_solved_weight: float = Field(0.5, ge=0.0)
-    curriculum_hard_weight: float = Field(0.5, ge=0.0)
+    curriculum_min_attempts: int = Field(
+        4, ge=1, description="curriculum: trials of a task before it can count as solved or hard."
+    )
+    curriculum_solved_threshold: float = Field(
+        0.75, ge=0.0, le=1.0, description="curriculum: success rate above which a task is solved."
+    )
+    curriculum_hard_threshold: float = Field(
+        0.25, ge=0.0, le=1.0, description="curriculum: success rate below which a task is hard."
+    )
+    curriculum_solved_weight: float = Field(
+        0.5, ge=0.0, description="curriculum: sample weight of a solved task."
+    )
+    curriculum_hard_weight: float = Field(
+        0.5, ge=0.0, description="curriculum: sample weight of a hard task."
+    )
 
     # -- the model side (token-level and text-level policies) ----------------------------------
     parser: str = Field("hermes", description="Tool-call parser: hermes, json, sglang:<name>.")
@@ -190,8 +219,8 @@ class EpisodeConfig(BaseModel):
         default_factory=dict, description="Extra chat-template arguments (e.g. enable_thinking)."
     )
     model: str | None = Field(None, description="Model name for OpenAI-compatible endpoints.")
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, description="Policy sampling temperature.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Policy nucleus-sampling top_p.")
     max_new_tokens: int = Field(1024, ge=1, description="Tokens per model turn.")
     max_response_tokens: int | None = Field(
         None, ge=1, description="Response-token budget of the whole episode (prompt excluded)."
@@ -210,7 +239,7 @@ class EpisodeConfig(BaseModel):
         description="ThunderAgent program_id per episode, released when it ends (sglang: needs "
         "ThunderAgent tool_improve with --enable-slime-adapter; openai: works with main).",
     )
-    request_timeout_s: float = Field(600.0, gt=0)
+    request_timeout_s: float = Field(600.0, gt=0, description="Seconds per engine request.")
     request_attempts: int = Field(4, ge=1, description="Attempts per engine request (retries+1).")
 
     @field_validator(
@@ -249,11 +278,29 @@ class EpisodeConfig(BaseModel):
 
     @classmethod
     def build(cls, **values: Any) -> EpisodeConfig:
-        """Validate settings; a bad one raises `ConfigError` naming the setting and the fix."""
+        """Validate settings; a bad one raises `ConfigError` naming the setting and the fix.
+
+        Beyond the types and ranges: the policy, user simulator, parser and reward shaper names
+        must be registered, and the split must be one of the domain's, so that a typo fails here
+        rather than in every episode.
+        """
         try:
-            return cls(**values)
+            config = cls(**values)
         except ValidationError as exc:
             raise ConfigError(_explain(exc)) from None
+        config.check(check_policy=True)
+        return config
+
+    def check(self, *, check_policy: bool = True) -> None:
+        """The checks `build` adds to the field validators (names registered, split known).
+
+        `check_policy` is off where the policy is the host's own engine client, not a name.
+        """
+        from tau_adapters.plugins import check_names
+
+        check_names(self, check_policy=check_policy)
+        if self.split is not None:
+            _check_split(self.domain, self.split)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EpisodeConfig:
@@ -276,9 +323,27 @@ class EpisodeConfig(BaseModel):
                 sources[field] = var
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return cls(**values)
+            config = cls(**values)
         except ValidationError as exc:
             raise ConfigError(_explain(exc, sources)) from None
+        if config.split is not None:
+            _check_split(config.domain, config.split)
+        return config
+
+
+def _check_split(domain: str, split: str) -> None:
+    """`split` is one of `domain`'s (loads the domain's task index, not the tau2 environment)."""
+    from tau_adapters.domains import get_domain
+    from tau_adapters.domains.names import resolve_domain
+
+    name, fixed = resolve_domain(domain, split)
+    try:
+        backend = get_domain(name)
+        valid = backend.splits()
+    except ImportError:  # the benchmark is not installed: the episode says so when it starts
+        return
+    if (fixed or split) not in valid:
+        raise UnknownNameError(f"split of domain {name!r}", split, valid)
 
 
 def _explain(exc: ValidationError, sources: Mapping[str, str] | None = None) -> str:
@@ -295,9 +360,12 @@ def _explain(exc: ValidationError, sources: Mapping[str, str] | None = None) -> 
     return "invalid episode configuration:\n  " + "\n  ".join(lines)
 
 
-#: ``TAU_ADAPTERS_*`` variables that are not `EpisodeConfig` fields but are read somewhere.
-OTHER_ENV_VARS: dict[str, str] = {
+#: ``TAU_ADAPTERS_*`` variables a user sets that are not `EpisodeConfig` fields.
+USER_ENV_VARS: dict[str, str] = {
     "TAU_ADAPTERS_CPU_THREADS": "threads for per-turn CPU work (positive integer, default 4)",
+}
+#: Variables of the test suite and CI: accepted, but not offered to users in error messages.
+INTERNAL_ENV_VARS: dict[str, str] = {
     "TAU_ADAPTERS_TEST_ASSETS": "tests: folder of real tokenizer/template assets",
     "TAU_ADAPTERS_SHARED": "CI: folder of shared wheels and assets",
     "TAU_ADAPTERS_TAU1_PARITY": "tests: 'full' checks v1 scoring parity on every task",
@@ -307,6 +375,8 @@ OTHER_ENV_VARS: dict[str, str] = {
     ),
     "TAU_ADAPTERS_REQUIRE_THUNDERAGENT": "CI: router builds whose tests must run, not skip",
 }
+#: Every ``TAU_ADAPTERS_*`` variable read somewhere that is not an `EpisodeConfig` field.
+OTHER_ENV_VARS: dict[str, str] = {**USER_ENV_VARS, **INTERNAL_ENV_VARS}
 
 
 def check_environment(environ: Mapping[str, str] | None = None) -> None:
@@ -315,14 +385,15 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
     A misspelt variable would otherwise be ignored silently and the run would use the default.
     """
     environ = os.environ if environ is None else environ
-    known = {ENV_PREFIX + field.upper() for field in EpisodeConfig.model_fields} | set(
-        OTHER_ENV_VARS
+    offered = {ENV_PREFIX + field.upper() for field in EpisodeConfig.model_fields} | set(
+        USER_ENV_VARS
     )
+    known = offered | set(INTERNAL_ENV_VARS)
     problems = []
     for var in sorted(v for v in environ if v.startswith(ENV_PREFIX)):
         if var in known:
             continue
-        near = close_matches(var, known)
+        near = close_matches(var, offered)
         hint = f" (did you mean {', '.join(near)}?)" if near else ""
         problems.append(f"unknown environment variable {var}{hint}")
     threads = environ.get("TAU_ADAPTERS_CPU_THREADS")
@@ -337,7 +408,7 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
                 "unset it for the default of 4"
             )
     if problems:
-        valid = ", ".join(sorted(known))
+        valid = ", ".join(sorted(offered))
         raise ConfigError(
             "bad environment:\n  "
             + "\n  ".join(problems)

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 from pydantic import ValidationError
 
-from tau_adapters.config import EpisodeConfig
 from tau_adapters.errors import ConfigError, UnknownNameError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the registry sits below the config: `EpisodeConfig.build` checks names here
+    from tau_adapters.config import EpisodeConfig
     from tau_adapters.core import Policy, User
 
 PROJECT = "tau_adapters"

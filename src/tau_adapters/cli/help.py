@@ -8,12 +8,11 @@ the plugin registries know, so third-party plugins show up too.
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from tau_adapters import plugins
 
-#: CLI option dest -> EpisodeConfig field, where the names differ.
-FIELD_OF = {"request_timeout": "request_timeout_s"}
 #: How registered names take an argument (built-ins; plugins are listed by bare name).
 SPEC_FORMS = {
     "policy": {"sglang": "sglang:URL", "openai": "openai:URL"},
@@ -45,16 +44,19 @@ def _default_text(action: argparse.Action) -> str:
     if isinstance(action, argparse._StoreTrueAction):
         return "off"
     if isinstance(action, argparse._StoreFalseAction):
-        return "off"
+        return "on; this turns it off"
     default: Any = action.default
     if default is None:
-        field = EpisodeConfig.model_fields.get(FIELD_OF.get(action.dest, action.dest))
+        # The CLI leaves the setting to EpisodeConfig (options derived in `cli.options`).
+        field = EpisodeConfig.model_fields.get(action.dest)
         if field is not None and action.dest not in ("domain", "split"):
             default = field.get_default(call_default_factory=True)
     if isinstance(default, list):
         default = ",".join(str(v) for v in default)
     if default is None or default == {}:
         return "none"
+    if isinstance(default, dict):
+        return json.dumps(default)
     return str(default)
 
 
@@ -72,7 +74,7 @@ def _document(parser: argparse.ArgumentParser) -> None:
         valid = _valid_names(action.dest)
         if valid and "valid:" not in text:
             text = f"{text}; valid: {', '.join(valid)}" if text else f"valid: {', '.join(valid)}"
-        if "default" not in text:
+        if "default" not in text and not action.required:
             extra = f"default: {_default_text(action)}".replace("%", "%%")
             text = f"{text} ({extra})" if text else extra
         action.help = text

@@ -22,6 +22,8 @@ from tau_adapters.errors import ConfigError
 EXIT_USAGE = 2
 EXIT_EPISODES_FAILED = 3
 EXIT_INTERRUPTED = 130
+#: Built-in policies that keep no token ids (``--check-tokens`` has nothing to check).
+TEXT_POLICIES = ("oracle", "openai")
 
 
 def _csv(value: str) -> list[str]:
@@ -39,17 +41,65 @@ def _positive_int(value: str) -> int:
 
 
 def _judge_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "judge of natural-language assertions (tau2 v1.0.x retail, banking_knowledge)"
-    )
-    group.add_argument(
-        "--judge-model",
-        default=None,
-        help="openai:URL (with --judge-model-name) or litellm:MODEL; required for tasks with NL "
-        "assertions under the official grading",
-    )
-    group.add_argument("--judge-model-name", default=None, help="model name at an openai:URL judge")
-    group.add_argument("--judge-api-base", default=None, help="endpoint for a litellm judge")
+    """The judge's settings, derived from `EpisodeConfig`'s ``judge_*`` fields like eval's."""
+    from tau_adapters.config import EpisodeConfig
+    from tau_adapters.cli.options import add_config_options
+
+    judge = [f for f in EpisodeConfig.model_fields if f.startswith("judge_")]
+    add_config_options(parser, only=tuple(judge))
+
+
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {value!r}")
+    return number
+
+
+#: More episodes in flight than this gains nothing (engines batch far fewer) and costs memory.
+MAX_CONCURRENCY = 4096
+
+
+def _concurrency(value: str) -> int:
+    number = _positive_int(value)
+    if number > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"{number} episodes at once is more than any engine batches; use at most "
+            f"{MAX_CONCURRENCY} (with --executor ray, --per-node-concurrency per node)"
+        )
+    return number
+
+
+def _domain_names() -> list[str]:
+    from tau_adapters.domains.names import DOMAIN_ALIASES, DOMAINS, TAU1_DOMAINS
+
+    return [*DOMAINS, *DOMAIN_ALIASES, *TAU1_DOMAINS]
+
+
+def _field_help(field: str) -> str:
+    from tau_adapters.config import EpisodeConfig
+
+    return (EpisodeConfig.model_fields[field].description or "").rstrip(".")
+
+
+def _status_names() -> list[str]:
+    from tau_adapters.core import Status
+
+    return [status.value for status in Status]
+
+
+def _statuses(value: str) -> list[str]:
+    statuses = _csv(value)
+    unknown = [s for s in statuses if s not in _status_names()]
+    if unknown or not statuses:
+        raise argparse.ArgumentTypeError(
+            f"unknown status {', '.join(unknown) or repr(value)}; valid: "
+            + ", ".join(_status_names())
+        )
+    return statuses
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,19 +114,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = commands.add_parser("tasks", help="list or export task references")
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True)
+    domain_help = "comma-separated domains or task sets; valid: " + ", ".join(_domain_names())
     listing = task_commands.add_parser("list", help="print the task ids of a domain/split")
-    listing.add_argument("--domain", required=True, type=_csv, help="comma-separated domains")
-    listing.add_argument("--split", default=None)
+    listing.add_argument("--domain", required=True, type=_csv, help=domain_help)
+    listing.add_argument("--split", default=None, help=_field_help("split"))
+    listing.add_argument(
+        "--format",
+        default="table",
+        choices=["table", "ids", "json"],
+        help="table: for people; ids: one task id per line; json: one {domain, split, task_id} "
+        "per line (for scripts)",
+    )
     export = task_commands.add_parser("export", help="write task references as JSONL")
-    export.add_argument("--domain", required=True, type=_csv, help="comma-separated domains")
-    export.add_argument("--split", default=None)
+    export.add_argument("--domain", required=True, type=_csv, help=domain_help)
+    export.add_argument("--split", default=None, help=_field_help("split"))
+    export.add_argument("--output", required=True, type=Path, help="file to write")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     for sub in (listing, export):
         sub.add_argument(
             "--solo",
             action="store_true",
             help="only the tasks tau2 runs in solo mode (a domain without solo mode fails)",
         )
-    export.add_argument("--output", required=True, type=Path)
     export.add_argument(
         "--format",
         default="jsonl",
@@ -85,16 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
         "skyrl: Parquet {data_source, prompt, env_class, reward_spec, extra_info}",
     )
 
-    ev = commands.add_parser("eval", help="run episodes and report pass^k")
+    ev = commands.add_parser(
+        "eval", help="run episodes and report pass^k", usage="tau-adapters eval [options]"
+    )
     ev.add_argument(
         "--domain",
         default="airline,retail,telecom",
         type=_csv,
-        help="comma-separated domains or task sets (default: airline,retail,telecom)",
+        help="comma-separated domains or task sets; valid: " + ", ".join(_domain_names()),
     )
-    ev.add_argument("--split", default=None, help="task split (default: base, or all for mock)")
-    ev.add_argument("--num-trials", type=_positive_int, default=1)
-    ev.add_argument("--concurrency", type=_positive_int, default=16)
+    ev.add_argument("--split", default=None, help=_field_help("split"))
+    ev.add_argument(
+        "--num-trials", type=_positive_int, default=1, help="trials of each task (pass^k up to k)"
+    )
+    ev.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=16,
+        help=f"episodes at once (at most {MAX_CONCURRENCY})",
+    )
     ev.add_argument(
         "--output",
         type=Path,
@@ -105,51 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--resume",
         action="store_true",
-        help="finish the interrupted run in --output: finished episodes are kept, the rest run",
+        help="finish the interrupted run in --output with the same settings: finished episodes "
+        "are kept, the rest run",
     )
-    ev.add_argument("--policy", default="oracle", help="policy spec (default: oracle)")
-    ev.add_argument(
-        "--user",
-        default=None,
-        help="user simulator spec (default: scripted, which only plays opposite the oracle)",
-    )
-    ev.add_argument("--max-steps", type=_positive_int, default=None)
-    ev.add_argument("--max-errors", type=_positive_int, default=None)
-    ev.add_argument(
-        "--tau1-max-num-steps",
-        type=_positive_int,
-        default=None,
-        help="tau-bench v1 domains: agent actions per episode (v1's max_num_steps, default 30)",
-    )
-    ev.add_argument("--seed", type=int, default=None)
     ev.add_argument("--task-ids", type=_csv, default=None, help="comma-separated task ids")
     ev.add_argument("--num-tasks", type=_positive_int, default=None, help="first N tasks only")
-    _judge_arguments(ev)
-    ev.add_argument(
-        "--solo",
-        dest="solo_mode",
-        action="store_true",
-        default=None,
-        help="tau2's solo mode: no user, the ticket in the system prompt, the user's tools and "
-        "`done` for the agent (telecom, mock)",
-    )
-    ev.add_argument(
-        "--solo-ticket-as-user",
-        action="store_true",
-        default=None,
-        help="with --solo: the ticket also as a first user turn (not tau2's protocol; for chat "
-        "templates that need a user message)",
-    )
-    ev.add_argument(
-        "--thinking-tool",
-        dest="add_thinking_tool",
-        action="store_true",
-        default=None,
-        help="offer AReaL's think(thoughts) tool (answered locally, never scored)",
-    )
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex = ev.add_argument_group("where episodes run (--executor ray needs the `ray` extra)")
-    ex.add_argument("--executor", choices=["local", "ray"], default="local")
+    ex.add_argument(
+        "--executor", choices=["local", "ray"], default="local", help="where episodes run"
+    )
     ex.add_argument("--address", default=None, help="Ray cluster address (default: start one)")
     ex.add_argument(
         "--per-node-concurrency",
@@ -163,92 +196,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="Ray worker processes per node (an episode's CPU work holds one interpreter)",
     )
-    user = ev.add_argument_group("user simulator (--user litellm:MODEL | openai:URL)")
-    user.add_argument("--user-model", default=None, help="model name at an OpenAI-compatible URL")
-    user.add_argument("--user-api-base", default=None, help="endpoint for litellm models")
-    user.add_argument("--user-temperature", type=float, default=None)
-    user.add_argument(
-        "--user-cache",
-        default=None,
-        metavar="DIR",
-        help="replay user replies from an on-disk cache in DIR (SQLite; shared by processes)",
-    )
-    user.add_argument(
-        "--user-strategy",
-        choices=["llm", "react", "verify", "reflection"],
-        default=None,
-        help="tau-bench v1 domains (tau1-*): v1's user strategy (default: llm)",
-    )
-    ev.add_argument(
-        "--reward",
-        default=None,
-        help="reward: binary (= official), partial, curriculum, or official-no-judge (natural-"
-        "language assertions not judged, for training: NOT the official score)",
-    )
-    model = ev.add_argument_group("served policies (--policy sglang:URL | openai:URL)")
-    model.add_argument(
-        "--tokenizer",
-        default=None,
-        help="local HF tokenizer folder, or local:chatml|chatml-think|headers",
-    )
-    model.add_argument("--chat-template", default=None, help="Jinja file replacing the tokenizer's")
-    model.add_argument(
-        "--chat-template-kwargs", default=None, help='JSON, e.g. {"enable_thinking": false}'
-    )
-    model.add_argument("--model", default=None, help="model name (OpenAI-compatible endpoints)")
-    model.add_argument(
-        "--parser", default=None, help="tool-call parser: hermes, json, sglang:<name>"
-    )
-    model.add_argument("--on-malformed", choices=["observe", "end", "remove"], default=None)
-    model.add_argument("--temperature", type=float, default=None)
-    model.add_argument("--top-p", type=float, default=None)
-    model.add_argument("--max-new-tokens", type=_positive_int, default=None, help="per model turn")
-    model.add_argument(
-        "--max-response-tokens",
-        type=_positive_int,
-        default=None,
-        help="response-token budget per episode",
-    )
-    model.add_argument("--max-context-tokens", type=_positive_int, default=None)
-    model.add_argument(
-        "--check-tokens",
-        action="store_true",
-        default=None,
-        help="compare kept ids with a full re-render; result per episode",
-    )
-    model.add_argument(
-        "--thunderagent",
-        action="store_true",
-        default=None,
-        help="ThunderAgent program_id per episode, released at the end (sglang: needs its "
-        "tool_improve build with --enable-slime-adapter; openai: its main build)",
-    )
-    model.add_argument(
-        "--no-session-routing",
-        dest="session_routing",
-        action="store_false",
-        default=None,
-        help="do not send X-SMG-Routing-Key",
-    )
-    model.add_argument("--request-timeout", type=float, default=None, help="seconds per request")
-    model.add_argument("--request-attempts", type=_positive_int, default=None)
-    model.add_argument(
+    probe = ev.add_argument_group("start-up checks of a served policy")
+    probe.add_argument(
         "--wait-ready",
-        type=float,
+        type=_non_negative_float,
         default=0.0,
         metavar="SECONDS",
         help="wait up to SECONDS for the policy endpoint to answer its protocol's probe",
     )
-    model.add_argument(
+    probe.add_argument(
         "--no-probe",
         action="store_true",
         help="skip the start-up checks that the policy and user-simulator endpoints answer",
     )
+    from tau_adapters.cli.options import add_config_options
+
+    ev.set_defaults(config_fields=add_config_options(ev))
 
     warm = commands.add_parser(
-        "export",
-        help="turn eval runs into warm-up data (SFT traces, rejection-sampled)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "export", help="turn eval runs into warm-up data (SFT traces, rejection-sampled)"
     )
     warm.add_argument("runs", nargs="+", type=Path, help="eval run folders (or trajectories.jsonl)")
     warm.add_argument(
@@ -263,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     warm.add_argument("--min-reward", type=float, default=1.0, help="keep rewards >= this")
     warm.add_argument(
-        "--status", type=_csv, default="completed", help="comma-separated statuses to keep"
+        "--status",
+        type=_statuses,
+        default="completed",
+        help="comma-separated statuses to keep; valid: " + ", ".join(_status_names()),
     )
     warm.add_argument(
         "--per-task",
@@ -275,8 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
     score = commands.add_parser("score", help="re-score a trajectories.jsonl with tau2's rule")
-    score.add_argument("trajectories", type=Path)
-    score.add_argument("--output", type=Path, default=None)
+    score.add_argument(
+        "trajectories", type=Path, help="a trajectories.jsonl (e.g. from `eval --output DIR`)"
+    )
+    score.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSONL of re-scored rows (official reward, stored reward, whether they agree); "
+        "never the input file",
+    )
+    score.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     _judge_arguments(score)
     score.add_argument(
         "--reward",
@@ -294,8 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="pass^k with CIs and failures of a run, or compare two runs"
     )
+    report.add_argument("run", type=Path, help="a run directory (from `eval --output DIR`)")
     report.add_argument(
-        "runs", nargs="+", type=Path, help="one run directory (report) or two (A then B: compare)"
+        "other",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="a second run directory: compare RUN (A) with it (B)",
     )
     report.add_argument(
         "--output",
@@ -330,6 +313,10 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
         for domain in args.domain:
             refs = list_tasks(domain, args.split, solo=args.solo)
+            if args.format != "table":
+                for ref in refs:
+                    print(ref["task_id"] if args.format == "ids" else json.dumps(ref))
+                continue
             table = Table(title=f"{domain} / {refs[0]['split'] if refs else args.split}")
             table.add_column("#", justify="right")
             table.add_column("task_id")
@@ -340,7 +327,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         return 0
     from tau_adapters.evaluation.run_folder import check_output_file
 
-    check_output_file(args.output, "--output")
+    check_output_file(args.output, "--output", overwrite=args.overwrite)
     count = export_task_refs(args.domain, args.split, args.output, args.format, solo=args.solo)
     print(f"wrote {count} task references to {args.output}")
     return 0
@@ -392,61 +379,36 @@ def print_summary(summary: dict[str, Any], title: str = "results") -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tau_adapters.config import EpisodeConfig
-    from tau_adapters.evaluation.run import evaluate, plan_jobs
+    from tau_adapters.evaluation.run import evaluate, plan_jobs, run_settings
     from tau_adapters.evaluation.run_folder import (
         SUMMARY_FILE,
         TRAJECTORIES_FILE,
+        check_resume_settings,
         default_run_folder,
         prepare_run_folder,
     )
-    from tau_adapters.plugins import check_names, check_user_for_policy
+    from tau_adapters.plugins import check_names, check_user_for_policy, split_spec
 
     if args.output is None:
         if args.resume:
             raise ConfigError("--resume needs --output, the folder of the run to finish")
         args.output = default_run_folder()
+    from tau_adapters.cli.options import config_overrides
+
     base = EpisodeConfig.from_env(
         domain=args.domain[0] if args.domain else None,
-        policy=args.policy,
-        user=args.user,
-        max_steps=args.max_steps,
-        max_errors=args.max_errors,
-        tau1_max_num_steps=args.tau1_max_num_steps,
-        seed=args.seed,
-        judge_model=args.judge_model,
-        judge_model_name=args.judge_model_name,
-        judge_api_base=args.judge_api_base,
-        solo_mode=args.solo_mode,
-        solo_ticket_as_user=args.solo_ticket_as_user,
-        add_thinking_tool=args.add_thinking_tool,
-        tokenizer=args.tokenizer,
-        chat_template=args.chat_template,
-        chat_template_kwargs=args.chat_template_kwargs,
-        model=args.model,
-        parser=args.parser,
-        on_malformed=args.on_malformed,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        max_response_tokens=args.max_response_tokens,
-        max_context_tokens=args.max_context_tokens,
-        check_tokens=args.check_tokens,
-        thunderagent=args.thunderagent,
-        session_routing=args.session_routing,
-        request_timeout_s=args.request_timeout,
-        request_attempts=args.request_attempts,
-        user_model=args.user_model,
-        user_api_base=args.user_api_base,
-        user_temperature=args.user_temperature,
-        user_strategy=args.user_strategy,
-        user_cache=args.user_cache,
-        reward=args.reward,
+        **config_overrides(args, args.config_fields),
     )
     user_explicit = args.user is not None or any(
         var in os.environ for var in ("TAU_ADAPTERS_USER", "TAU2_USER")
     )
     check_names(base)  # a misspelt name first: it would make every other message misleading
     check_user_for_policy(base, user_explicit=user_explicit)
+    if base.check_tokens and split_spec(base.policy)[0] in TEXT_POLICIES:
+        raise ConfigError(
+            f"--check-tokens compares the token ids a token-level policy kept with a fresh render; "
+            f"policy {base.policy!r} keeps no token ids. Use it with --policy sglang:URL, or drop it"
+        )
     if not args.no_probe:
         from tau_adapters.agents.endpoint_probe import probe_policy_endpoint, probe_user_endpoint
         from tau_adapters.plugins import make_policy
@@ -463,6 +425,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         task_ids=args.task_ids,
         num_tasks=args.num_tasks,
     )
+    run_config = run_settings(
+        base,
+        args.domain,
+        split=args.split,
+        num_trials=args.num_trials,
+        task_ids=args.task_ids,
+        num_tasks=args.num_tasks,
+    )
+    if args.resume:
+        check_resume_settings(args.output, run_config)
     existing = prepare_run_folder(args.output, overwrite=args.overwrite, resume=args.resume)
     print(f"results: {args.output}", file=sys.stderr)
     executor = None
@@ -516,9 +488,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if not rows:
         raise ConfigError(f"{args.trajectories}: no trajectories in the file")
     if args.output is not None:
-        from tau_adapters.evaluation.run_folder import check_output_file
+        from tau_adapters.evaluation.run_folder import check_output_file, write_jsonl_atomic
 
-        check_output_file(args.output, "--output")
+        check_output_file(
+            args.output, "--output", overwrite=args.overwrite, inputs=[args.trajectories]
+        )
     from tau_adapters.config import EpisodeConfig
     from tau_adapters.rewards.judge import make_judge
 
@@ -536,10 +510,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         allow_version_mismatch=args.allow_version_mismatch,
     )
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        with args.output.open("w", encoding="utf-8") as stream:
-            for row in scored:
-                stream.write(json.dumps(row) + "\n")
+        write_jsonl_atomic(args.output, scored)
     agree = sum(row["agrees"] for row in scored)
     print_summary({"domains": summarize(scored)}, title="re-scored")
     print(f"re-scored {len(scored)} trajectories; {agree} agree with the stored reward")
@@ -561,9 +532,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     from tau_adapters.evaluation.run_folder import TRAJECTORIES_FILE, read_rows
 
-    runs: list[Path] = args.runs
-    if len(runs) > 2:
-        raise ConfigError(f"report takes one run directory or two to compare (got {len(runs)})")
+    runs: list[Path] = [args.run] if args.other is None else [args.run, args.other]
     if len(runs) == 1:
         report = write_report(runs[0])
         print_report(report, _console())

@@ -177,6 +177,9 @@ async def rollout(
     started = time.perf_counter()
     seed = config.seed + trial
     domain = get_domain(config.domain, retrieval_variant=config.retrieval_variant)
+    from tau_adapters.episode.row_checks import check_task_for_domain
+
+    check_task_for_domain(task, domain)  # a wrong object or another domain's task: say so now
     policy = policy if policy is not None else make_policy(config.policy, config)
     if user is None:
         # Solo mode has no user (tau2's DummyUser): the configured one is not even built.

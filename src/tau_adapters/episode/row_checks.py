@@ -84,3 +84,27 @@ def check_no_duplicates(rows: Sequence[Mapping[str, Any]], source: str) -> None:
                 "would count as an extra trial"
             )
         first[key] = number
+
+
+def check_task_for_domain(task: Any, backend: Any) -> None:
+    """Refuse a task that is not a task object, or whose gold actions call tools `backend` lacks.
+
+    Task ids repeat across domains, so a retail task run under an airline configuration would
+    be labelled airline and scored against the airline database without a word; its gold
+    actions name retail tools, which gives it away. A task without gold actions passes.
+    """
+    if isinstance(task, str | int) or not hasattr(task, "id"):
+        raise ConfigError(
+            f"rollout takes a task object, got {type(task).__name__} {task!r}; look it up "
+            f"first: get_domain({backend.name!r}).task({str(task)!r})"
+        )
+    criteria = getattr(task, "evaluation_criteria", None)
+    actions = getattr(criteria, "actions", None) or []
+    named = {str(getattr(action, "name", "")) for action in actions} - {""}
+    known = _tool_names(backend.tool_schemas) | _tool_names(backend.user_tool_schemas)
+    foreign = sorted(named - known)
+    if foreign:
+        raise ConfigError(
+            f"task {task.id!r} calls {', '.join(foreign)}, which domain {backend.name!r} does not "
+            "have: it is another domain's task; build the config with that task's domain"
+        )

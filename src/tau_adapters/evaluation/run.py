@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -18,7 +18,7 @@ from tau_adapters.episode.rollout import Trajectory, rollout
 from tau_adapters.episode.tasks import solo_tasks
 from tau_adapters.errors import ConfigError, UnknownNameError
 from tau_adapters.evaluation.metrics import summarize
-from tau_adapters.evaluation.run_folder import SUMMARY_FILE, TRAJECTORIES_FILE, read_rows, row_key
+from tau_adapters.evaluation.run_folder import SUMMARY_FILE, TRAJECTORIES_FILE, row_key
 from tau_adapters.plugins import make_policy, make_user
 
 
@@ -30,6 +30,51 @@ class Job:
     trial: int
 
 
+@dataclass(frozen=True)
+class _Block:
+    """The tasks of one domain/split under one configuration."""
+
+    config: EpisodeConfig
+    split: str
+    tasks: tuple[Any, ...]
+
+
+class Plan:
+    """The episodes of a run, made one at a time as they are taken.
+
+    Memory is the task lists, not tasks x trials: a plan of 100,000 trials costs what one trial
+    costs, and the first episode starts at once. Order: trial 0 of every task, then trial 1, ...
+    `skip` holds the (domain, task id, trial) of episodes already done (a resumed run).
+    """
+
+    def __init__(self, blocks: Sequence[_Block], num_trials: int) -> None:
+        self.blocks = tuple(blocks)
+        self.num_trials = num_trials
+        self.skip: frozenset[tuple[str, str, int]] = frozenset()
+
+    def __len__(self) -> int:
+        """Planned episodes (done ones included)."""
+        return self.num_trials * sum(len(block.tasks) for block in self.blocks)
+
+    def __iter__(self) -> Iterator[Job]:
+        for block in self.blocks:
+            for trial in range(self.num_trials):
+                for task in block.tasks:
+                    if (block.config.domain, task.id, trial) not in self.skip:
+                        yield Job(block.config, block.split, task, trial)
+
+    def without(self, done: Iterable[tuple[str, str, int]]) -> Plan:
+        """The same plan less the episodes in `done`."""
+        plan = Plan(self.blocks, self.num_trials)
+        plan.skip = frozenset(done)
+        return plan
+
+    def remaining(self) -> int:
+        planned = {(b.config.domain, t.id) for b in self.blocks for t in b.tasks}
+        done = sum(1 for d, t, trial in self.skip if (d, t) in planned and trial < self.num_trials)
+        return len(self) - done
+
+
 def plan_jobs(
     domains: Sequence[str],
     base: EpisodeConfig,
@@ -38,8 +83,10 @@ def plan_jobs(
     num_trials: int = 1,
     task_ids: Sequence[str] | None = None,
     num_tasks: int | None = None,
-) -> list[Job]:
-    """Resolve domains, splits and task ids up front, so that a typo fails before any episode."""
+) -> Plan:
+    """Resolve domains, splits and task ids up front, so that a typo fails before any episode.
+
+    Episodes are not listed: the plan makes them as they are taken (see `Plan`)."""
     if num_trials < 1:
         raise ConfigError(f"num_trials must be >= 1 (got {num_trials})")
     if num_tasks is not None and num_tasks < 1:
@@ -59,7 +106,7 @@ def plan_jobs(
     if task_ids and len(set(task_ids)) != len(task_ids):
         twice = sorted({t for t in task_ids if list(task_ids).count(t) > 1})
         raise ConfigError(f"--task-ids lists {', '.join(twice)} more than once")
-    jobs: list[Job] = []
+    blocks: list[_Block] = []
     seen: dict[tuple[str, str], str] = {}
     for name in domains:
         domain_name, domain_split = resolve_domain(name, split)
@@ -90,12 +137,11 @@ def plan_jobs(
         config = base.model_copy(update={"domain": domain_name, "split": chosen_split})
         for task in tasks:
             backend.check_scorable(task, config.judge_model, config.grading)
-        jobs.extend(
-            Job(config, chosen_split, task, trial) for trial in range(num_trials) for task in tasks
-        )
-    if not jobs:
+        if tasks:
+            blocks.append(_Block(config, chosen_split, tuple(tasks)))
+    if not blocks:
         raise ConfigError("no tasks selected: check --domain, --split and --task-ids")
-    return jobs
+    return Plan(blocks, num_trials)
 
 
 async def run_job(job: Job) -> dict[str, Any]:
@@ -137,20 +183,34 @@ def _write_line(stream: IO[str], row: dict[str, Any]) -> None:
     stream.flush()
 
 
+#: Row fields the summary needs; the rest (messages, tokens) stays on disk only.
+SUMMARY_FIELDS = ("domain", "split", "task_id", "trial", "reward", "status", "termination_reason",
+                  "error")  # fmt: skip
+
+
+def _slim(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: row.get(key) for key in SUMMARY_FIELDS}
+
+
 async def run_jobs(
-    jobs: Sequence[Job],
+    jobs: Iterable[Job],
     *,
     concurrency: int,
     output: Path,
     show_progress: bool = True,
     existing: Sequence[dict[str, Any]] = (),
     runner: Callable[[Job], Awaitable[dict[str, Any]]] = run_job,
+    total: int | None = None,
+    into: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run jobs with at most `concurrency` at once; rows are appended as episodes finish.
 
-    `existing` rows (a resumed run's finished episodes) are written first and returned with the
-    new ones. `runner` runs one episode and returns its row: `run_job` here, or an executor's
-    (Ray)."""
+    `concurrency` workers take jobs from `jobs` one at a time, so a plan of any size starts at
+    once, holds `concurrency` episodes in memory, and an interrupt cancels `concurrency` tasks,
+    not the whole plan. `existing` rows (a resumed run's finished episodes) are written first.
+    Returns every row in slim form (the fields a summary needs; the full rows are on disk),
+    appended to `into` as they come, so that an interrupted caller still has them.
+    `runner` runs one episode and returns its row: `run_job` here, or an executor's (Ray)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -163,13 +223,11 @@ async def run_jobs(
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1 (got {concurrency})")
     output.mkdir(parents=True, exist_ok=True)
-    semaphore = asyncio.Semaphore(concurrency)
-    rows: list[dict[str, Any]] = list(existing)
-
-    async def guarded(job: Job) -> dict[str, Any]:
-        async with semaphore:
-            return await runner(job)
-
+    if total is None:
+        jobs = list(jobs)
+        total = len(jobs)
+    rows: list[dict[str, Any]] = into if into is not None else []
+    rows.extend(_slim(row) for row in existing)
     progress = Progress(
         TextColumn("[bold]eval[/bold]"),
         BarColumn(),
@@ -180,25 +238,53 @@ async def run_jobs(
         disable=not show_progress,
     )
     with (output / TRAJECTORIES_FILE).open("w", encoding="utf-8") as stream, progress:
-        bar = progress.add_task("eval", total=len(jobs), avg=0.0)
-        for row in rows:
+        bar = progress.add_task("eval", total=total, avg=0.0)
+        for row in existing:
             _write_line(stream, row)
-        tasks = [asyncio.ensure_future(guarded(job)) for job in jobs]
-        total_reward = 0.0
-        done = 0
-        try:
-            for next_done in asyncio.as_completed(tasks):
-                row = await next_done
-                rows.append(row)
+        pending = iter(jobs)
+        state = {"reward": 0.0, "done": 0}
+
+        async def worker() -> None:
+            for job in pending:  # one shared iterator: each job is taken by exactly one worker
+                row = await runner(job)
                 _write_line(stream, row)
-                total_reward += float(row["reward"])
-                done += 1
-                progress.update(bar, advance=1, avg=total_reward / done)
+                rows.append(_slim(row))
+                state["reward"] += float(row["reward"])
+                state["done"] += 1
+                progress.update(bar, advance=1, avg=state["reward"] / state["done"])
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, total)))]
+        try:
+            await asyncio.gather(*workers)
         finally:
-            for task in tasks:
+            for task in workers:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
     return rows
+
+
+def run_settings(
+    base: EpisodeConfig,
+    domains: Sequence[str],
+    *,
+    split: str | None,
+    num_trials: int,
+    task_ids: Sequence[str] | None,
+    num_tasks: int | None,
+) -> dict[str, Any]:
+    """What a run records as its configuration (and what `--resume` must match).
+
+    The base config's single ``domain``/``split`` are dropped: a run has ``domains`` (and a split
+    per domain, recorded as given)."""
+    settings = {k: v for k, v in base.model_dump().items() if k not in ("domain", "split")}
+    return {
+        **settings,
+        "domains": list(domains),
+        "split": split,
+        "num_trials": num_trials,
+        "task_ids": list(task_ids) if task_ids else None,
+        "num_tasks": num_tasks,
+    }
 
 
 def write_summary(
@@ -247,7 +333,10 @@ def write_summary(
         {v for v in (_benchmark_version(name) for name in summary["domains"]) if v is not None}
     )
     summary["config"] = {**config, "benchmark_version": " + ".join(versions) or None}
-    (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    from tau_adapters.runtime.files import atomic_open
+
+    with atomic_open(output / SUMMARY_FILE) as stream:  # never half a summary
+        stream.write(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -263,7 +352,7 @@ async def evaluate(
     num_tasks: int | None = None,
     show_progress: bool = True,
     existing: Sequence[dict[str, Any]] = (),
-    jobs: Sequence[Job] | None = None,
+    jobs: Plan | None = None,
     executor: Any | None = None,
 ) -> dict[str, Any]:
     """Plan, run and summarise an evaluation; returns the summary written to ``summary.json``.
@@ -284,41 +373,46 @@ async def evaluate(
         )
     planned = len(jobs)
     if existing:
-        done = {row_key(row) for row in existing}
-        jobs = [j for j in jobs if (j.config.domain, j.task.id, j.trial) not in done]
+        jobs = jobs.without(row_key(row) for row in existing)
     served = policy_protocol(base.policy)
     if served is not None:  # what the endpoint is (ThunderAgent build?); refuse what cannot work
         info = await ensure_router(served[1], served[0], thunderagent=base.thunderagent)
         print(f"policy endpoint {info.describe()}", file=sys.stderr)
     run_config = {
-        **base.model_dump(),
-        "domains": list(domains),
-        "split": split,
-        "num_trials": num_trials,
+        **run_settings(
+            base,
+            domains,
+            split=split,
+            num_trials=num_trials,
+            task_ids=task_ids,
+            num_tasks=num_tasks,
+        ),
         "concurrency": concurrency,
-        "task_ids": list(task_ids) if task_ids else None,
-        "num_tasks": num_tasks,
     }
+    # The settings are on disk before the first episode: an interrupted run (even one killed
+    # outright) can be resumed, and `--resume` checks it is resumed with the same settings.
+    output.mkdir(parents=True, exist_ok=True)
+    write_summary(output, existing, run_config, partial=True, planned_episodes=planned)
     if executor is not None:  # at most per-node concurrency on each node
         concurrency = min(concurrency, executor.capacity)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     partial = True
     try:
-        rows = await run_jobs(
+        await run_jobs(
             jobs,
             concurrency=concurrency,
             output=output,
             show_progress=show_progress,
             existing=existing,
             runner=executor.run if executor is not None else run_job,
+            total=jobs.remaining(),
+            into=rows,
         )
         partial = False
     finally:
         if executor is not None:
             run_config["executor"] = executor.describe()
-        if partial:  # interrupted: summarise what was written so far
-            rows = read_rows(output / TRAJECTORIES_FILE)
         summary = write_summary(
             output,
             rows,

@@ -322,7 +322,12 @@ def export(
         raise ConfigError(f"{output} exists; pass --overwrite to replace it")
     if output.exists() and not output.is_file():
         raise ConfigError(f"{output} is not a file")
+    from tau_adapters.evaluation.run_folder import TRAJECTORIES_FILE
+
     loaded = [load_run(Path(path)) for path in runs]
+    for run in loaded:  # never write over an input: its transcripts would be lost
+        if output.resolve() == (run.path / TRAJECTORIES_FILE).resolve():
+            raise ConfigError(f"--output {output} is an input file; write to another path")
     summary = ExportSummary(output=output, fmt=fmt)
     pairs = []
     for run in loaded:

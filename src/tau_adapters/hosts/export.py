@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,10 +73,9 @@ def export_task_refs(
     if fmt == "skyrl":
         _write_parquet([export_row(ref, fmt, solo=solo) for ref in refs], output)
         return len(refs)
-    with output.open("w", encoding="utf-8") as stream:
-        for ref in refs:
-            stream.write(json.dumps(export_row(ref, fmt)) + "\n")
-    return len(refs)
+    from tau_adapters.runtime.files import write_jsonl_atomic
+
+    return write_jsonl_atomic(output, (export_row(ref, fmt) for ref in refs))
 
 
 def _write_parquet(rows: list[dict[str, Any]], output: Path) -> None:
@@ -86,6 +84,10 @@ def _write_parquet(rows: list[dict[str, Any]], output: Path) -> None:
         import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError(
-            "--format skyrl writes Parquet and needs pyarrow: pip install 'tau-adapters[skyrl]'"
+            "--format skyrl writes Parquet and needs pyarrow: pip install pyarrow, or "
+            "install the skyrl extra from your checkout (pip install -e '.[skyrl]')"
         ) from None
-    pq.write_table(pa.Table.from_pylist(rows), output)
+    from tau_adapters.runtime.files import atomic_open
+
+    with atomic_open(output, "wb") as stream:
+        pq.write_table(pa.Table.from_pylist(rows), stream)
