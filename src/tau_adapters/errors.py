@@ -106,3 +106,12 @@ class HostTurnLimit(HostStopped):
 
 class TemplateError(ConfigError):
     """The chat template cannot be used for exact token-in/token-out episodes."""
+
+
+def install_hint(extras: str) -> str:
+    """How to install an extra: tau-adapters is not on a package index, so never
+    ``pip install "tau-adapters[...]"`` (a package of that name there would not be this one)."""
+    return (
+        f'pip install -e ".[{extras}]" in your tau-adapters checkout, or pip install '
+        f'"tau-adapters[{extras}] @ git+<repo-url>" (it is not on a package index)'
+    )

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from tau_adapters.config import EpisodeConfig
+from tau_adapters.errors import install_hint
 from tau_adapters.evaluation.run import evaluate
 
 from conftest import requires_tau2
 
-ray = pytest.importorskip(
-    "ray", reason='the ray executor tests need Ray: pip install "tau-adapters[ray]"'
-)
+ray = pytest.importorskip("ray", reason="the ray executor tests need Ray: " + install_hint("ray"))
 
 pytestmark = requires_tau2
 

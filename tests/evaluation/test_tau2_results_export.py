@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tau_adapters.cli.main import main
+from tau_adapters.errors import install_hint
 
 from conftest import requires_tau2
 
@@ -71,7 +72,7 @@ def test_tau2_viewer_opens_the_file(run, tmp_path) -> None:
     beside = Path(sys.executable).parent / "tau2"  # the venv's script, activated or not
     tau2 = str(beside) if beside.exists() else shutil.which("tau2")
     if tau2 is None:
-        pytest.skip("the `tau2` command is not on PATH (pip install 'tau-adapters[tau2]')")
+        pytest.skip("the `tau2` command is not on PATH (" + install_hint("tau2") + ")")
     folder, _ = run
     out = tmp_path / "tau2"
     assert main(["export", str(folder), "--format", "tau2", "--output", str(out)]) == 0

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tau_adapters.errors import install_hint
+
 from conftest import requires_tau2
 
 pytest.importorskip("transformers", reason="cross-host parity needs the testing extra")
@@ -149,7 +151,7 @@ def _areal(server: Any, domain: str) -> tuple[Any, Any]:
 
 def _skyrl(domain: str, texts: list[str]) -> Any:
     skyrl_gym = pytest.importorskip(
-        "skyrl_gym", reason="skyrl-gym is not installed (pip install 'tau-adapters[skyrl]')"
+        "skyrl_gym", reason="skyrl-gym is not installed: " + install_hint("skyrl")
     )
     from tau_adapters.skyrl import register
 

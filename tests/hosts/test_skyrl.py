@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from tau_adapters.errors import install_hint
+
 from conftest import requires_tau2
 
 skyrl_gym = pytest.importorskip(
-    "skyrl_gym", reason="skyrl-gym is not installed (pip install 'tau-adapters[skyrl]')"
+    "skyrl_gym", reason="skyrl-gym is not installed: " + install_hint("skyrl")
 )
 
 pytestmark = requires_tau2

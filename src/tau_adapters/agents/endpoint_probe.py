@@ -64,7 +64,12 @@ def _probe_once(kind: str, url: str, config: EpisodeConfig) -> str | None:
     status, body = _get_json(base + "/models", headers)
     if isinstance(body, dict) and (200 <= status < 300 or status in (401, 403)):
         return None
-    return f"it does not answer like an OpenAI-compatible server (GET /models -> HTTP {status})"
+    hint = ""
+    if not base.endswith("/v1"):  # the usual slip: the server's root instead of its API base
+        hint = f"; OpenAI-compatible servers usually serve under /v1: try openai:{base}/v1"
+    return (
+        f"it does not answer like an OpenAI-compatible server (GET /models -> HTTP {status}){hint}"
+    )
 
 
 def probe_policy_endpoint(config: EpisodeConfig, *, wait_s: float = 0.0) -> None:

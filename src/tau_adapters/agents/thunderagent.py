@@ -71,9 +71,9 @@ class RouterInfo:
 
     @property
     def build(self) -> str:
-        """Which ThunderAgent build this is, in words."""
+        """Which ThunderAgent build this is, in words (plain words when it is none)."""
         if not self.thunderagent:
-            return "not a ThunderAgent router"
+            return "reachable"
         if self.has_generate:
             return "ThunderAgent with /generate (tool_improve, --enable-slime-adapter)"
         return (

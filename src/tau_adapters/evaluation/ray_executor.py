@@ -11,7 +11,7 @@ id, trial) and gets the finished row back.
 A worker that dies (node lost, process killed, out of memory) costs only the episodes it had in
 flight: each is sent again once to a fresh worker; a second death records the episode as ``failed``
 with the reason, never as a model's zero. Ray is an optional dependency (``pip install
-"tau-adapters[ray]"``) imported only here.
+the ``ray`` extra) imported only here.
 """
 
 from __future__ import annotations
@@ -21,9 +21,38 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from tau_adapters.errors import ConfigError
+from tau_adapters.errors import ConfigError, install_hint
 
-RAY_HINT = 'the ray executor needs Ray: pip install "tau-adapters[ray]"'
+RAY_HINT = f"the ray executor needs Ray: {install_hint('ray')}"
+#: Seconds to wait for a cluster address to accept a connection.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """``HOST:PORT`` (or ``ray://HOST:PORT``) accepts a TCP connection within `timeout_s`.
+
+    ``ray.init`` retries an address that nothing answers on for a long time; a dead or misspelt
+    address fails here at once, naming it. ``auto`` and ``local`` are left to Ray.
+    """
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(
+            f"--address {address!r}: expected HOST:PORT (the head's GCS port, e.g. "
+            "10.0.0.1:6379), ray://HOST:PORT, or auto"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--address {address!r}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "check the head node's address and port (`ray status` on the head prints it)"
+        ) from None
 
 
 class _EpisodeWorker:
@@ -76,6 +105,8 @@ class RayExecutor:
             raise ConfigError(f"--per-node-concurrency must be >= 1 (got {self.per_node})")
         if self.workers_per_node < 1:
             raise ConfigError(f"--workers-per-node must be >= 1 (got {self.workers_per_node})")
+        if self.address is not None:
+            _check_reachable(self.address)  # Ray would retry a dead address for minutes
         try:
             import ray
         except ImportError:

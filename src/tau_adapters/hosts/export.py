@@ -10,7 +10,7 @@ from tau_adapters.config import EpisodeConfig
 from tau_adapters.domains import benchmark_for
 from tau_adapters.episode.tasks import TaskRef, task_refs
 from tau_adapters.episode.text_episode import text_prompt, text_system_prompt
-from tau_adapters.errors import ConfigError, UnknownNameError
+from tau_adapters.errors import ConfigError, UnknownNameError, install_hint
 
 #: Row formats of `export_task_refs`.
 EXPORT_FORMATS = ("jsonl", "slime", "areal", "skyrl")
@@ -85,7 +85,7 @@ def _write_parquet(rows: list[dict[str, Any]], output: Path) -> None:
     except ImportError:
         raise ConfigError(
             "--format skyrl writes Parquet and needs pyarrow: pip install pyarrow, or "
-            "install the skyrl extra from your checkout (pip install -e '.[skyrl]')"
+            + install_hint("skyrl")
         ) from None
     from tau_adapters.runtime.files import atomic_open
 

@@ -18,6 +18,16 @@ EXIT_PORT_IN_USE = 2
 READY_PREFIX = "ready: "
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: any free one), got {port}")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tau_adapters.testing",
@@ -31,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(STYLES),
         help="built-in tokenizer/template when --tokenizer is not given",
     )
-    parser.add_argument("--port", type=int, default=30000, help="loopback port (0: any free one)")
+    parser.add_argument(
+        "--port", type=_port, default=30000, help="loopback port, 0-65535 (0: any free one)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the tiny model's weights")
     parser.add_argument(
         "--save-tokenizer",

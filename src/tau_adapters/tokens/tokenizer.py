@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tau_adapters.errors import ConfigError
+from tau_adapters.errors import ConfigError, install_hint
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -21,8 +21,8 @@ def load_tokenizer(path: str | Path) -> Any:
         from transformers import AutoTokenizer
     except ImportError:
         raise ConfigError(
-            "loading a tokenizer needs transformers: pip install 'tau-adapters[testing]' "
-            "(or pip install transformers)"
+            "loading a tokenizer needs transformers: pip install transformers, or "
+            + install_hint("testing")
         ) from None
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     template_file = folder / "chat_template.jinja"

