@@ -23,7 +23,7 @@ except ImportError as exc:  # say what to install, not where the import failed
         "image or installation guide, then install tau-adapters into it (adapters/areal/README.md)"
     ) from exc
 
-from tau_adapters.areal.adapter import (  # noqa: E402
+from tau_adapters.areal.adapter import (
     ArealEngineClient,
     ArealOptions,
     Tau2Agent,

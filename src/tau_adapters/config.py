@@ -281,12 +281,11 @@ class EpisodeConfig(BaseModel):
     def _served_url(cls, value: str) -> str:
         """``sglang:HOST:PORT`` and ``openai:HOST:PORT`` lack the scheme their clients need."""
         name, sep, arg = value.partition(":")
-        if name in ("sglang", "openai") and sep and arg:
-            if "://" not in arg:
-                raise ValueError(
-                    f"{name}:URL needs a full URL with its scheme: {name}:http://{arg}"
-                    + ("/v1" if name == "openai" and not arg.rstrip("/").endswith("/v1") else "")
-                )
+        if name in ("sglang", "openai") and sep and arg and "://" not in arg:
+            raise ValueError(
+                f"{name}:URL needs a full URL with its scheme: {name}:http://{arg}"
+                + ("/v1" if name == "openai" and not arg.rstrip("/").endswith("/v1") else "")
+            )
         return value
 
     @classmethod
