@@ -42,6 +42,20 @@ def main() -> None:
     parser.add_argument("--export-style", choices=["concat", "individual"], default="concat")
     parser.add_argument("--engine-latency-ms", type=float, default=0.0)
     opts = parser.parse_args()
+    from _requires import require
+
+    require(
+        "bench_areal.py",
+        {
+            "tau2": "tau2",
+            "litellm": "tau2",
+            "transformers": "testing",
+            "torch": "testing",
+            "uvicorn": "testing",
+            "starlette": "testing",
+            "areal": "pip install --no-deps areal==1.0.4, then the areal extra",
+        },
+    )
     # AReaL's loggers write to stdout; keep stdout for the one JSON line.
     result_stream, sys.stdout = sys.stdout, sys.stderr
 

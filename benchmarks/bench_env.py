@@ -294,6 +294,9 @@ def main() -> None:
     )
     parser.add_argument("--tau1-tasks", type=int, default=0, help="v1 trajectories per domain")
     args = parser.parse_args()
+    from _requires import require
+
+    require("bench_env.py", {"tau2": "tau2", "litellm": "tau2"})
     if args._baseline:
         print(json.dumps(baseline(args._baseline, args.reset_repeat, args.baseline_mem_envs)))
         return

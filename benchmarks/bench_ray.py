@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument("--workers-per-node", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args()
+    from _requires import require
+
+    require("bench_ray.py", {"tau2": "tau2", "litellm": "tau2", "ray": "ray"})
 
     import ray
 

@@ -213,6 +213,20 @@ def main() -> None:
     parser.add_argument("--tau2-warmup", type=int, default=8)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from _requires import require
+
+    require(
+        "bench_skyrl.py",
+        {
+            "tau2": "tau2",
+            "litellm": "tau2",
+            "skyrl_gym": "skyrl",
+            "transformers": "testing",
+            "torch": "testing",
+            "uvicorn": "testing",
+            "starlette": "testing",
+        },
+    )
 
     if args.child:  # tau2's side: plans and the user URL come from the parent
         with open(args.child) as stream:

@@ -116,6 +116,19 @@ def main() -> None:
     )
     parser.add_argument("--_serve", type=int, default=None, help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    from _requires import require
+
+    require(
+        "bench_slime.py",
+        {
+            "tau2": "tau2",
+            "litellm": "tau2",
+            "transformers": "testing",
+            "torch": "testing",
+            "uvicorn": "testing",
+            "starlette": "testing",
+        },
+    )
     if opts._serve is not None:
         serve(opts._serve, opts.engine_latency_ms / 1000)
         return

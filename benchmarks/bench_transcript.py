@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    from _requires import require
+
+    require("bench_transcript.py", {"transformers": "testing", "tokenizers": "testing"})
 
     from tau_adapters.tokens.chat_template import ChatTemplate
     from tau_adapters.tokens.tokenizer import get_tokenizer

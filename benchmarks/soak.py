@@ -203,6 +203,19 @@ def main() -> None:
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from _requires import require
+
+    require(
+        "soak.py",
+        {
+            "tau2": "tau2",
+            "litellm": "tau2",
+            "transformers": "testing",
+            "torch": "testing",
+            "uvicorn": "testing",
+            "starlette": "testing",
+        },
+    )
     if args.serve:
         serve(args.fault_rate, args.timeout_s, args.seed, tiny=args.tiny_model)
         return

@@ -283,13 +283,31 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DODGE = 0.12
 
 
+def task_order(task_id: Any) -> tuple[Any, ...]:
+    """Natural order of task ids: ``5`` before ``49`` before ``51``; text parts as text."""
+    import re
+
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.split(r"(\d+)", str(task_id))
+        if part
+    )
+
+
 def pass_hat_k_figure(
-    report: Mapping[str, Any], *, width_px: int = 800, height_px: int = 500, dpi: int = 100
+    report: Mapping[str, Any],
+    *,
+    width_px: int = 800,
+    height_px: int = 500,
+    dpi: int = 100,
+    run: str | None = None,
 ) -> Any:
     """The pass^k figure (a matplotlib `Figure` on a bare Agg canvas; nothing global touched).
 
     One line per domain with its CI band. Ticks sit on whole trials only; domains are dodged
     a little sideways and get their own marker, so equal values (one trial, all 1.0) stay visible.
+    The title names the `run` and says when it is partial (``report["partial"]``); a run with
+    nothing to draw says why in the plot instead of showing empty axes.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -339,7 +357,27 @@ def pass_hat_k_figure(
             )
     confidence = report.get("bootstrap", {}).get("confidence")
     band = f" (bands: {confidence:.0%} bootstrap CI over tasks)" if confidence else ""
-    axes.set_title(f"pass^k: all k trials of a task succeed{band}")
+    title = f"pass^k: all k trials of a task succeed{band}"
+    state = report.get("partial")
+    if state:
+        planned = state.get("planned_episodes")
+        title += f"\nPARTIAL RUN: {state.get('episodes')}" + (
+            f" of {planned} episodes" if planned else " episodes"
+        )
+    if run:
+        title = f"{run}\n{title}"
+    axes.set_title(title, fontsize=10)
+    if not drawn:
+        failed = sum(int(b.get("failed") or 0) for b in report.get("domains", {}).values())
+        why = f"{failed} failed (infrastructure), none scored" if failed else "no scored episode"
+        axes.text(
+            0.5,
+            0.5,
+            f"nothing to plot: {why}\n(see report.json and the failures table)",
+            ha="center",
+            va="center",
+            transform=axes.transAxes,
+        )
     axes.set_xlabel("k (trials)")
     axes.set_ylabel("pass^k")
     axes.set_ylim(-0.02, 1.04)  # markers at 0 and 1 stay whole
@@ -360,13 +398,14 @@ def plot_pass_hat_k(
     width_px: int = 800,
     height_px: int = 500,
     dpi: int = 100,
+    run: str | None = None,
 ) -> Path:
     """Draw `pass_hat_k_figure` into a PNG of exact pixel size.
 
     The exact size (no ``bbox_inches="tight"``) keeps images of different runs comparable side by
     side.
     """
-    figure = pass_hat_k_figure(report, width_px=width_px, height_px=height_px, dpi=dpi)
+    figure = pass_hat_k_figure(report, width_px=width_px, height_px=height_px, dpi=dpi, run=run)
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -423,7 +462,7 @@ def compare(
 
         rates_a = {task: c / n for task, (n, c) in tasks_a.items()}
         rates_b = {task: c / n for task, (n, c) in tasks_b.items()}
-        common = sorted(set(rates_a) & set(rates_b))
+        common = sorted(set(rates_a) & set(rates_b), key=task_order)
         domains[domain] = {
             "k": k,
             "avg_reward": _side(sa["avg_reward"] if sa else None, sb["avg_reward"] if sb else None),
@@ -431,7 +470,7 @@ def compare(
             "pass_hat_k": _side(_pass_hat(tasks_a, k), _pass_hat(tasks_b, k)),
             "tasks": {
                 task: _side(rates_a.get(task), rates_b.get(task))
-                for task in sorted(set(rates_a) | set(rates_b))
+                for task in sorted(set(rates_a) | set(rates_b), key=task_order)
             },
         }
         flipped[domain] = {
@@ -441,8 +480,8 @@ def compare(
             "broken": [
                 t for t in common if rates_a[t] >= PASS_THRESHOLD and rates_b[t] < PASS_THRESHOLD
             ],
-            "only_in_a": sorted(set(rates_a) - set(rates_b)),
-            "only_in_b": sorted(set(rates_b) - set(rates_a)),
+            "only_in_a": sorted(set(rates_a) - set(rates_b), key=task_order),
+            "only_in_b": sorted(set(rates_b) - set(rates_a), key=task_order),
         }
     from tau_adapters.evaluation.user_report import compare_fingerprints
 
@@ -482,7 +521,7 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         (run_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {run_dir / REPORT_FILE}: {exc.strerror or exc}") from None
-    plot_pass_hat_k(report, run_dir / PLOT_FILE)
+    plot_pass_hat_k(report, run_dir / PLOT_FILE, run=str(run_dir))
     return report
 
 
@@ -656,20 +695,27 @@ def print_report(report: Mapping[str, Any], console: Console | None = None) -> N
             console.print(Text(f"  {entry['count']}x {entry['error']}"), soft_wrap=True)
 
 
+#: Task ids printed per list; the full lists are in comparison.json.
+MAX_IDS_SHOWN = 12
+
+
 def print_comparison(comparison: Mapping[str, Any], console: Console | None = None) -> None:
     """Side-by-side metrics with B - A deltas, then the tasks that flipped per domain."""
     from rich.table import Table
     from rich.text import Text
 
     console = _default_console(console)
-    a, b = comparison["labels"]["a"], comparison["labels"]["b"]
-    for side, label in (("a", a), ("b", b)):
+    # Columns say A and B: run names (often paths such as step100/eval) would squeeze the table.
+    label_a, label_b = comparison["labels"]["a"], comparison["labels"]["b"]
+    console.print(Text(f"A = {label_a}\nB = {label_b}"), soft_wrap=True)
+    for side, label in (("a", "A"), ("b", "B")):
         info = comparison.get("provenance", {}).get(side)
         if info:
             console.print(Text(f"{label}: " + " | ".join(header_lines(info))), soft_wrap=True)
     for problem in comparison.get("mismatch") or []:
         console.print(Text(f"NOT COMPARABLE ({problem}); compared anyway", style="bold red"))
-    table = Table(title=f"{a} -> {b}")
+    a, b = "A", "B"
+    table = Table(title="A -> B (delta = B - A)")
 
     def delta(value: float | None) -> str:
         return "-" if value is None else f"{value:+.3f}"
@@ -702,8 +748,12 @@ def print_comparison(comparison: Mapping[str, Any], console: Console | None = No
             console.print(Text(line, style="bold red"))
         for key, label in names.items():
             if lists[key]:
+                shown = lists[key][:MAX_IDS_SHOWN]
+                more = len(lists[key]) - len(shown)
+                tail = f", ... and {more} more (all in comparison.json)" if more else ""
                 console.print(
-                    Text(f"{domain} {label} ({len(lists[key])}): {', '.join(lists[key])}")
+                    Text(f"{domain} {label} ({len(lists[key])}): {', '.join(shown)}{tail}"),
+                    soft_wrap=True,
                 )
         in_both = comparison["domains"][domain]["k"] is not None
         if in_both and not lists["fixed"] and not lists["broken"]:
