@@ -46,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the tiny model's weights")
     parser.add_argument(
+        "--turn-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="end each sampled turn with its stop token after N tokens (the random model never "
+        "ends a turn itself, so without this every turn runs to --max-new-tokens)",
+    )
+    parser.add_argument(
         "--save-tokenizer",
         default=None,
         help="write the tokenizer to this folder (for --tokenizer elsewhere)",
@@ -55,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_tokenizer:
         tokenizer.save_pretrained(args.save_tokenizer)
     try:
-        engine = LoopbackEngine(tokenizer, seed=args.seed).start(args.port)
+        engine = LoopbackEngine(tokenizer, seed=args.seed, turn_tokens=args.turn_tokens).start(
+            args.port
+        )
     except OSError as exc:
         print(f"tau_adapters.testing: error: {exc.strerror or exc}", file=sys.stderr, flush=True)
         return EXIT_PORT_IN_USE

@@ -87,10 +87,16 @@ class TinyLM:
         stop_ids: Sequence[int] = (),
         seed: int | None = None,
         forced: Sequence[int] | None = None,
+        banned: Sequence[int] = (),
+        end_after: int | None = None,
+        end_token: int | None = None,
     ) -> Sampled:
         """Sample (or, with `forced`, teacher-force) up to `max_new_tokens` tokens.
 
         Logprobs are log-softmax of the logits divided by the temperature, of the token emitted.
+        `banned` tokens are never picked (a chat reply of special tokens decodes to nothing);
+        `end_after` tokens in, `end_token` is emitted (with its logprob under the model), as a
+        trained model ends its turn: a random model almost never samples it by itself.
         """
         torch = self.torch
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -109,8 +115,14 @@ class TinyLM:
                     if step >= len(forced):
                         break
                     token = int(forced[step])
+                elif end_token is not None and end_after is not None and step >= end_after:
+                    token = int(end_token)
                 else:
-                    token = self._pick(logp, temperature, top_p, top_k, generator)
+                    pick_from = logp
+                    if banned:
+                        pick_from = logp.clone()
+                        pick_from[list(banned)] = float("-inf")
+                    token = self._pick(pick_from, temperature, top_p, top_k, generator)
                 ids.append(token)
                 logprobs.append(float(logp[token]))
                 if token in stops:

@@ -116,11 +116,15 @@ class LoopbackEngine(LoopbackServer):
         seed: int = 0,
         model: Any = None,
         canned: Callable[[list[int], dict[str, Any]], list[int]] | None = None,
+        turn_tokens: int | None = None,
     ) -> None:
+        """`turn_tokens`: end every sampled turn with its stop token after that many tokens (a
+        random model never ends a turn by itself, so without it each turn runs to its cap)."""
         from tau_adapters.tokens.local_tokenizer import build_tokenizer
 
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(style)
         self.canned = canned
+        self.turn_tokens = turn_tokens
         if model is None and canned is None:
             from tau_adapters.testing.model import TinyLM
 
@@ -137,6 +141,7 @@ class LoopbackEngine(LoopbackServer):
         self.program_ids: Counter[str] = Counter()
         self.routing_keys: Counter[str] = Counter()
         self._template: Any = None
+        self._banned: list[int] | None = None
 
     # -- generation --------------------------------------------------------------------------------
     def _generate(
@@ -152,6 +157,9 @@ class LoopbackEngine(LoopbackServer):
             ids = list(self.canned(input_ids, body))[:max_new]
             finish = "stop" if ids and ids[-1] in stop_ids else "length"
             return Sampled(ids, [0.0] * len(ids), finish, ids[-1] if finish == "stop" else None)
+        end_after = end_token = None
+        if self.turn_tokens is not None and stop_ids and max_new > 1:
+            end_after, end_token = min(self.turn_tokens, max_new - 1), stop_ids[0]
         return self.model.sample(
             input_ids,
             max_new_tokens=max_new,
@@ -161,6 +169,9 @@ class LoopbackEngine(LoopbackServer):
             stop_ids=stop_ids,
             seed=params.get("sampling_seed", params.get("seed")),
             forced=forced,
+            banned=params.get("banned_ids") or (),
+            end_after=end_after,
+            end_token=end_token,
         )
 
     # -- HTTP --------------------------------------------------------------------------------------
@@ -337,6 +348,19 @@ class LoopbackEngine(LoopbackServer):
             ]
         )
 
+    def _chat_banned_ids(self) -> list[int]:
+        """Special and whitespace-only tokens: a chat reply made of them reads as empty (a greedy
+        random model repeats one of them forever), and a user simulator fails on empty replies."""
+        if self._banned is None:
+            keep = {self.tokenizer.eos_token_id}
+            blank = {
+                i
+                for i in range(len(self.tokenizer))
+                if not self.tokenizer.decode([i], skip_special_tokens=True).strip()
+            }
+            self._banned = sorted((blank | set(self.tokenizer.all_special_ids)) - keep)
+        return self._banned
+
     def _chat(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int], str]:
         from tau_adapters.parsers.base import HermesParser
         from tau_adapters.tokens.chat_template import ChatTemplate
@@ -350,6 +374,9 @@ class LoopbackEngine(LoopbackServer):
             "temperature": body.get("temperature", 1.0),
             "top_p": body.get("top_p", 1.0),
             "seed": body.get("seed"),
+            # Special tokens decode to nothing: a reply made of them (a greedy random model's
+            # favourite) would be empty, and a user simulator would fail on it.
+            "banned_ids": self._chat_banned_ids(),
         }
         sampled = self._generate(ids, params, None, body)
         visible = sampled.ids[:-1] if sampled.finish == "stop" else sampled.ids

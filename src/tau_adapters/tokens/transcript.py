@@ -335,15 +335,24 @@ class _SpanComparison:
                     len(kept), p + cut, "the render does not end where the last model turn does"
                 )
             self._model_turn(pending, p, p + cut)  # a newline after the final turn is fine
+            trailing = cut < len(rest)
         elif p != len(rendered):
             return self._drift(len(kept), p, "the render has tokens after the kept ids end")
-        detail = None
+        else:
+            trailing = False
+        parts = []
         if self.model_diffs or self.rewrites:
-            detail = (
+            parts.append(
                 f"{self.model_diffs} model turn(s) rendered differently in history (expected), "
                 f"{self.rewrites} template-written generation-prompt part(s) rewritten in "
                 "history (history_rewrite)"
             )
+        if trailing:  # why `identical` is false when nothing else differs
+            parts.append(
+                "the full render adds whitespace after the final model turn (the template's "
+                "separator before a next turn that never came; not drift)"
+            )
+        detail = "; ".join(parts) or None
         return TokenCheck(
             ok=True,
             identical=False,
