@@ -13,7 +13,7 @@ import random
 from typing import Any
 
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.errors import ConfigError, EndpointError
+from tau_adapters.errors import ConfigError, EndpointError, install_hint
 from tau_adapters.runtime.http_client import RetryPolicy, get_json, post_json
 from tau_adapters.runtime.scheduling import per_loop
 
@@ -132,8 +132,9 @@ class LiteLLMTransport:
             import litellm
         except ImportError:
             raise ConfigError(
-                "--user litellm:MODEL needs litellm: pip install 'tau-adapters[tau2]' "
-                "(or use --user openai:URL for an OpenAI-compatible endpoint)"
+                "--user litellm:MODEL needs litellm: install the tau2 extra ("
+                + install_hint("tau2")
+                + "), or use --user openai:URL for an OpenAI-compatible endpoint"
             ) from None
         self.litellm = litellm
         self.model = model
@@ -189,7 +190,7 @@ class LiteLLMTransport:
                 if "No module named" in str(exc):  # litellm imports optional parts lazily
                     raise EndpointError(
                         f"user simulator call failed: {last} (litellm needs an optional module: "
-                        "pip install 'tau-adapters[tau2]', which installs litellm[mcp])"
+                        "pip install 'litellm[mcp]', which the tau2 extra installs)"
                     ) from None
                 if not self._retryable(exc):
                     raise EndpointError(f"user simulator call failed: {last}") from None
