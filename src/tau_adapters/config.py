@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -280,8 +281,8 @@ class EpisodeConfig(BaseModel):
     @classmethod
     def _served_url(cls, value: str) -> str:
         """``sglang:HOST:PORT`` and ``openai:HOST:PORT`` lack the scheme their clients need."""
-        name, sep, arg = value.partition(":")
-        if name in ("sglang", "openai") and sep and arg and "://" not in arg:
+        name, _, arg = value.partition(":")
+        if name in ("sglang", "openai") and re.fullmatch(r"[\w.\-\[\]]+:\d+(/.*)?", arg):
             raise ValueError(
                 f"{name}:URL needs a full URL with its scheme: {name}:http://{arg}"
                 + ("/v1" if name == "openai" and not arg.rstrip("/").endswith("/v1") else "")

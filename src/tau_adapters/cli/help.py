@@ -60,7 +60,18 @@ def _default_text(action: argparse.Action) -> str:
     return str(default)
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Wraps at spaces only: names such as ``official-no-judge`` are never cut at a hyphen."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        text = " ".join(text.split())
+        return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+
+
 def _document(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _Formatter
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():

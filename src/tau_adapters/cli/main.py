@@ -42,8 +42,8 @@ def _positive_int(value: str) -> int:
 
 def _judge_arguments(parser: argparse.ArgumentParser) -> None:
     """The judge's settings, derived from `EpisodeConfig`'s ``judge_*`` fields like eval's."""
-    from tau_adapters.config import EpisodeConfig
     from tau_adapters.cli.options import add_config_options
+    from tau_adapters.config import EpisodeConfig
 
     judge = [f for f in EpisodeConfig.model_fields if f.startswith("judge_")]
     add_config_options(parser, only=tuple(judge))
@@ -74,9 +74,12 @@ def _concurrency(value: str) -> int:
 
 
 def _domain_names() -> list[str]:
-    from tau_adapters.domains.names import DOMAIN_ALIASES, DOMAINS, TAU1_DOMAINS
+    from tau_adapters.domains.names import domain_names
 
-    return [*DOMAINS, *DOMAIN_ALIASES, *TAU1_DOMAINS]
+    try:
+        return domain_names()
+    except Exception:  # --help must work even when a benchmark package is broken
+        return ["airline", "retail", "telecom", "mock", "tau1-airline", "tau1-retail"]
 
 
 def _field_help(field: str) -> str:

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.errors import ConfigError
+from tau_adapters.errors import ConfigError, install_hint
 from tau_adapters.runtime.http_client import EndpointError, RetryPolicy, post_json
 from tau_adapters.runtime.scheduling import per_loop
 
@@ -277,8 +277,8 @@ def make_judge(config: EpisodeConfig) -> Judge | None:
         import litellm  # noqa: F401
     except ImportError:
         raise ConfigError(
-            f"--judge-model {spec} needs litellm: pip install 'tau-adapters[tau2]' "
-            "(or use --judge-model openai:URL --judge-model-name NAME)"
+            f"--judge-model {spec} needs litellm: install the tau2 extra ({install_hint('tau2')}), "
+            "or use --judge-model openai:URL --judge-model-name NAME"
         ) from None
     return Judge(
         "litellm",

