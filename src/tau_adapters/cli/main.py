@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="Ray worker processes per node (an episode's CPU work holds one interpreter)",
     )
-    probe = ev.add_argument_group("start-up checks of a served policy")
+    probe = ev.add_argument_group("start-up checks of the served policy and user simulator")
     probe.add_argument(
         "--wait-ready",
         type=_non_negative_float,
