@@ -590,7 +590,7 @@ def test_asset_styles_show_as_skipped_with_the_reason_when_assets_are_absent(tmp
     env = dict(os.environ, TAU_ADAPTERS_TEST_ASSETS=str(tmp_path / "no-assets"))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-         str(ROOT / "tests" / "test_chat_template.py"), "-k", "qwen2.5 or qwen3 or llama"],
+         str(ROOT / "tests" / "tokens" / "test_chat_template.py"), "-k", "qwen2.5 or qwen3 or llama"],
         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
     )  # fmt: skip
     assert "3 skipped" in result.stdout, result.stdout[-2000:]
