@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tau_adapters.cli.notes import any_failed
+from tau_adapters.core import Status
 from tau_adapters.errors import ConfigError
 
 EXIT_USAGE = 2
@@ -89,7 +90,6 @@ def _field_help(field: str) -> str:
 
 
 def _status_names() -> list[str]:
-    from tau_adapters.core import Status
 
     return [status.value for status in Status]
 
@@ -520,7 +520,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     mismatched = sum(1 for row in scored if row.get("version_mismatch"))
     if mismatched:
         print(f"{mismatched} rows were written by another benchmark version (re-scored anyway)")
-    return EXIT_EPISODES_FAILED if any(row["status"] == "failed" for row in scored) else 0
+    return EXIT_EPISODES_FAILED if any(row["status"] == Status.FAILED for row in scored) else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

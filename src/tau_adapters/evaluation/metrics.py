@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tau_adapters.core import Status
 from tau_adapters.evaluation.versions import row_benchmark_version
 from tau_adapters.rewards.grading import OFFICIAL, grading_note, row_grading
 from tau_adapters.rewards.success import SUCCESS_TOLERANCE, is_success, pass_at_k, pass_hat_k
@@ -26,7 +27,7 @@ FAILURE_REASON_CHARS = 160
 
 def is_failed(row: Mapping[str, Any]) -> bool:
     """An infrastructure failure: not a score of the model, so not part of any metric."""
-    return row.get("status") == "failed"
+    return row.get("status") == Status.FAILED
 
 
 def failure_reason(row: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tau_adapters.core import Status
 from tau_adapters.errors import ConfigError
 from tau_adapters.evaluation.metrics import is_failed, is_success, pass_at_k, pass_hat_k, summarize
 from tau_adapters.evaluation.versions import check_comparable, header_lines, provenance
@@ -143,7 +144,7 @@ def _failures(rows: Sequence[Row]) -> dict[str, Any]:
     """Why episodes went wrong, and what they cost: the numbers to look at before the rewards."""
     tool_errors = [_count(row, "tool_errors") for row in rows]
     rejected = [_count(row, "rejected_turns") for row in rows]
-    failed = [row for row in rows if row.get("status") == "failed"]
+    failed = [row for row in rows if row.get("status") == Status.FAILED]
     errors = Counter(
         str(row.get("error"))[:ERROR_CHARS] for row in failed if row.get("error") is not None
     )

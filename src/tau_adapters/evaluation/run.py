@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from tau_adapters.agents.thunderagent import ensure_router, policy_protocol
 from tau_adapters.config import EpisodeConfig
+from tau_adapters.core import Status
 from tau_adapters.domains import benchmark_for, benchmark_of, get_domain, resolve_domain
 from tau_adapters.episode.rollout import Trajectory, rollout
 from tau_adapters.episode.tasks import solo_tasks
@@ -308,7 +309,7 @@ def write_summary(
         "partial": partial,
         "episodes": len(rows),
         "planned_episodes": planned_episodes,
-        "failed": sum(1 for row in rows if row.get("status") == "failed"),
+        "failed": sum(1 for row in rows if row.get("status") == Status.FAILED),
         "wall_s": wall_s,
         "tau_adapters_version": __version__,
     }

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from tau_adapters.core import Status
 from tau_adapters.errors import ConfigError
 
 TRAJECTORIES_FILE = "trajectories.jsonl"
@@ -117,7 +118,7 @@ def completed_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows a resumed run keeps: not failed, first of each (domain, task, trial)."""
     kept: dict[tuple[str, str, int], dict[str, Any]] = {}
     for row in rows:
-        if row.get("status") == "failed":
+        if row.get("status") == Status.FAILED:
             continue
         kept.setdefault(row_key(row), row)
     return list(kept.values())

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tau_adapters.core import Status
 from tau_adapters.errors import ConfigError
 
 
@@ -30,7 +31,7 @@ def _termination(row: dict[str, Any], valid: set[str]) -> str:
     tau2_reason = row.get("tau2_termination_reason")
     if tau2_reason in valid:
         return str(tau2_reason)
-    return "max_steps" if row.get("status") == "truncated" else "agent_error"
+    return "max_steps" if row.get("status") == Status.TRUNCATED else "agent_error"
 
 
 def results_for_domain(domain_name: str, rows: Sequence[dict[str, Any]], config: dict) -> Any:
@@ -71,7 +72,7 @@ def results_for_domain(domain_name: str, rows: Sequence[dict[str, Any]], config:
                 messages=messages,
                 trial=row.get("trial"),
                 seed=row.get("seed"),
-                skipped=row.get("status") == "failed",
+                skipped=row.get("status") == Status.FAILED,
             )
         )
     from tau_adapters import __version__

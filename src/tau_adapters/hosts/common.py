@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from tau_adapters.config import EpisodeConfig
+from tau_adapters.core import Status
 from tau_adapters.episode.rollout import Trajectory
 from tau_adapters.errors import ConfigError
 from tau_adapters.runtime.logs import get_logger
@@ -42,13 +43,13 @@ def should_remove(
     hidden)."""
     if evaluation:
         return False
-    if drop_aborted and trajectory.status == "aborted":
+    if drop_aborted and trajectory.status == Status.ABORTED:
         return True
     transcript = getattr(trajectory, "transcript", None)
     no_tokens = bool(getattr(trajectory, "token_level", False)) and (
         transcript is None or not len(transcript.ids)
     )
-    return bool(trajectory.remove_sample or trajectory.status == "failed" or no_tokens)
+    return bool(trajectory.remove_sample or trajectory.status == Status.FAILED or no_tokens)
 
 
 def removal_reason(
@@ -58,11 +59,11 @@ def removal_reason(
     if not should_remove(trajectory, evaluation=evaluation, drop_aborted=drop_aborted):
         return None
     detail = trajectory.error or trajectory.termination_reason
-    if trajectory.status == "failed":
+    if trajectory.status == Status.FAILED:
         return f"failed episode: {detail}"
     if trajectory.remove_sample:
         return f"removed by on_malformed=remove: {detail}"
-    if trajectory.status == "aborted":
+    if trajectory.status == Status.ABORTED:
         return f"aborted episode: {detail}"
     return "no tokens"
 
