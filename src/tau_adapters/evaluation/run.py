@@ -185,8 +185,11 @@ def _write_line(stream: IO[str], row: dict[str, Any]) -> None:
 
 
 #: Row fields the summary needs; the rest (messages, tokens) stays on disk only.
+#: The fields `write_summary` reads (metrics, provenance, the user's part); the rest of a row
+#: (messages, transcripts) stays on disk only.
 SUMMARY_FIELDS = ("domain", "split", "task_id", "trial", "reward", "status", "termination_reason",
-                  "error")  # fmt: skip
+                  "error", "benchmark", "benchmark_version", "grading", "user_fingerprint",
+                  "user_side", "usage")  # fmt: skip
 
 
 def _slim(row: dict[str, Any]) -> dict[str, Any]:
