@@ -548,8 +548,8 @@ def test_a_cancelled_env_step_leaves_no_episode_half_written(registered, monkeyp
 
     monkeypatch.setattr(Session, "_call_tool", hanging)
     envs = [skyrl_gym.make(registered, env_config={}, extras=_extras(ref)) for ref in refs]
-    envs[0]._timeout = 1.0
-    episode = envs[0]._episode
+    envs[0]._run.timeout_s = 1.0
+    episode = envs[0]._run._episode
     texts = {ref.task_id: _oracle(ref) for ref in refs}
 
     def play(env: Any, ref: Any) -> Any:
