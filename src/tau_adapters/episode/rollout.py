@@ -206,7 +206,7 @@ async def rollout(
         policy, user
     )
     if suspendable:
-        policy.suspendable = True
+        setattr(policy, "suspendable", True)  # noqa: B010 - not part of the Policy protocol
     snapshot: dict[str, Any] | None = None
     suspensions = 0
     observation: list[Any] | None = None

@@ -131,7 +131,7 @@ class Session:
         self._history_len = 0
         #: The last consistent point inside `_advance` (a user or environment call may be
         #: cancelled half way): what `state()` records when the host cancels mid-call.
-        self._checkpoint: dict[str, Any] | None = None
+        self._checkpoint: tuple[Any, ...] | None = None
 
     # -- public API ----------------------------------------------------------------------------
     async def start(self) -> list[Any]:
@@ -607,7 +607,7 @@ def _index_of(messages: list[Any], message: Any) -> int:
 def message_from_json(t: Any, data: dict[str, Any]) -> Any:
     """A tau2 message from its JSON (timestamps and turn indices kept as recorded)."""
     cls = {"assistant": t.AssistantMessage, "user": t.UserMessage, "tool": t.ToolMessage}.get(
-        data.get("role")
+        str(data.get("role"))
     )
     if cls is None:
         raise ValueError(f"cannot restore a message with role {data.get('role')!r}")
