@@ -41,9 +41,10 @@ GenerateState = sglang_rollout.GenerateState
 
 @pytest.fixture(scope="module")
 def tasks():
-    return [
-        t for t in get_domain("airline").tasks("test") if len(t.evaluation_criteria.actions) >= 3
-    ][:2]
+    """A long airline task (most actions) and a short one (fewest, at least one)."""
+    found = [t for t in get_domain("airline").tasks("test") if t.evaluation_criteria.actions]
+    by_length = sorted(found, key=lambda t: (len(t.evaluation_criteria.actions), t.id))
+    return [by_length[-1], by_length[0]]
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,7 @@ def _args(engine, **changes):
         "sglang_server_concurrency": 64,
         "rollout_temperature": 1.0,
         "rollout_top_p": 1.0,
+        "rollout_max_response_len": 32768,  # the long task's whole episode fits
     }
     values.update(changes)
     return slime_args(engine, **values)
@@ -231,25 +233,31 @@ def test_aborted_during_a_tool_or_user_call_resumes_at_the_next_boundary(engine,
 
 
 def test_over_sampling_with_partial_rollout_trains_every_group_once(engine, tasks) -> None:
-    """Three steps of slime's loop: B=1 group trained per step, 2 in flight; stragglers go to the
-    buffer through abort() and are finished (resumed, not restarted) in a later step, with the
-    tokens of an uninterrupted run."""
+    """Three steps of slime's loop, B=1 group trained per step, 2 in flight, every request taking
+    the same 0.15 s: a short episode and then long ones. The long episode in flight when a step
+    has its group goes to the buffer through abort() and is finished in the next step (resumed,
+    not restarted: it finishes before the fresh long one started beside it), with the tokens of
+    an uninterrupted run."""
     args = _args(engine, over_sampling_batch_size=2)
-    references = {t.id: _fresh(args, _sample(t)).tokens for t in tasks}
-    engine.latency = Lognormal(median_s=0.05, sigma=1.5, seed=3)
-    prompts = [_sample(t, i) for i, t in enumerate(tasks)]
-    source = RolloutDataSourceWithBuffer(args, lambda i: [copy.deepcopy(prompts[i % 2])])
+    runs = {t.id: _fresh(args, _sample(t)) for t in tasks}
+    short, long = sorted(tasks, key=lambda t: runs[t.id].metadata["turns"])
+    assert runs[short.id].metadata["turns"] + 2 <= runs[long.id].metadata["turns"]
+    references = {t.id: runs[t.id].tokens for t in tasks}
+    engine.latency = Lognormal(median_s=0.15, sigma=0.0)
+    source = RolloutDataSourceWithBuffer(args, lambda i: [_sample(short if i == 0 else long, i)])
 
     async def steps():
         return [await sglang_rollout.generate_rollout(args, step, source) for step in range(3)]
 
     trained = [group[0] for step in asyncio.run(steps()) for group in step]
     assert engine.requests["abort_request"] >= 1
-    assert len(trained) == 3
-    resumed = [s for s in trained if "tau_suspended" in s.metadata]
-    assert resumed, "no straggler was carried over"
+    assert [s.metadata["task_id"] for s in trained] == [short.id, long.id, long.id]
     for sample in trained:
-        assert sample.status == Sample.Status.COMPLETED and sample.reward == 1.0
+        assert sample.status == Sample.Status.COMPLETED
         assert sample.tokens == references[sample.metadata["task_id"]]
-    for sample in resumed:
-        assert sample.metadata["start_rollout_id"] < 2
+    assert "tau_suspended" not in trained[0].metadata
+    for step, sample in enumerate(trained[1:]):
+        assert "tau_suspended" in sample.metadata  # it was suspended once and resumed
+        assert sample.metadata["start_rollout_id"] == step  # started in the step before
+        assert sample.index == step + 1
+    assert len(source.buffer) == 1  # the last long one waits for the next step
