@@ -12,7 +12,6 @@ sample equals the same episode run without interruption.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 
 import pytest
