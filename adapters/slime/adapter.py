@@ -8,6 +8,7 @@ from typing import Any
 from tau_adapters.config import EpisodeConfig
 from tau_adapters.episode.tasks import TaskRef
 from tau_adapters.errors import ConfigError
+from tau_adapters.hosts import partial
 from tau_adapters.hosts.common import (
     groups_of,
     has_spread,
@@ -63,8 +64,19 @@ def task_ref_from_sample(sample: Any, default_split: str | None = None) -> TaskR
     )
 
 
+def _abort_flag(args: Any) -> Any:
+    """slime's "stop now" (``GenerateState.aborted``), read at every turn boundary, with
+    ``--partial-rollout`` (see `tau_adapters.hosts.partial`); None otherwise."""
+    if not getattr(args, "partial_rollout", False):
+        return None
+    from slime.rollout.sglang_rollout import GenerateState
+
+    state = GenerateState(args)
+    return lambda: bool(state.aborted)
+
+
 def _reset(sample: Any) -> None:
-    """A retried (aborted) sample starts a fresh episode: tau2 episodes cannot resume mid-way."""
+    """An aborted sample without a snapshot (no --partial-rollout) starts a fresh episode."""
     sample.tokens = []
     sample.response = ""
     sample.response_length = 0
@@ -103,7 +115,15 @@ async def generate(
         }
     )
     task = ref.load()
-    if sample.status != Sample.Status.PENDING or sample.response_length:
+    # --partial-rollout: an aborted sample carries its episode's snapshot and resumes from it.
+    resume = partial.snapshot_to_resume(
+        sample.status.name,
+        sample.metadata,
+        sample.loss_mask,
+        sample.response_length,
+        mask_off=bool(getattr(args, "mask_offpolicy_in_partial_rollout", False)),
+    )
+    if resume is None and (sample.status != Sample.Status.PENDING or sample.response_length):
         _reset(sample)
     # Once per process: is slime's router what the settings expect (ThunderAgent with /generate)?
     await ensure_router(router_url(args), "sglang", thunderagent=episode.thunderagent)
@@ -122,6 +142,8 @@ async def generate(
         trial=int(sample.index or 0),
         split=ref.split,
         on_cancel="return",
+        resume=resume,
+        should_suspend=_abort_flag(args),
     )
     fill_sample(sample, trajectory, template, evaluation=evaluation, episode_id=policy.episode_id)
     if replay_top_p and trajectory.transcript is not None and trajectory.transcript.ids:
@@ -142,6 +164,8 @@ def fill_sample(
     """Write an episode's tokens, reward, status and metadata into a slime Sample."""
     from slime.utils.types import Sample
 
+    if trajectory.snapshot is not None:  # suspended: back to slime's buffer, resumed later
+        return partial.write_suspended_slime(sample, trajectory, template, Sample.Status.ABORTED)
     transcript = trajectory.transcript
     ids = transcript.ids.tolist() if transcript is not None else []
     if ids:
@@ -162,6 +186,7 @@ def fill_sample(
         sample.remove_sample = True
         sample.loss_mask = [0] * sample.response_length
     metadata = dict(sample.metadata) if isinstance(sample.metadata, dict) else {}
+    metadata.pop(partial.SNAPSHOT_KEY, None)
     metadata.update(fields, remove_sample=remove)
     sample.metadata = metadata
     return sample

@@ -75,6 +75,17 @@ class EpisodeAborted(EpisodeSignal):
     status = "aborted"
 
 
+class EpisodeSuspended(EpisodeAborted):
+    """The host interrupted the episode where it can be resumed (issue 23): the engine aborted a
+    generation (its tokens are kept by the policy) or the host asked at a turn boundary. The
+    rollout returns an ``aborted`` trajectory carrying a snapshot instead of ending the episode."""
+
+    def __init__(self, *args: object, where: str = "policy") -> None:
+        super().__init__(*args)
+        #: ``policy`` (mid-generation) or ``boundary`` (between turns).
+        self.where = where
+
+
 class EpisodeDoneError(TauAdaptersError, RuntimeError):
     """`step()` was called after the episode ended (a driver bug, not a model error)."""
 

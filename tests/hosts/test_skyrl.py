@@ -524,3 +524,58 @@ def test_final_step_reward_is_the_configured_shaped_reward_with_the_official_bes
     assert last["reward"] == pytest.approx(info["reward"] + alpha * matched / len(checks))
     assert last["reward"] > 0.0
     assert metrics["raw_reward"] == 0.0
+
+
+def test_a_cancelled_env_step_leaves_no_episode_half_written(registered, monkeypatch) -> None:
+    """SkyRL has no abort path (README): when one env's step is cut (here its tool call hangs
+    past the step timeout and the episode is cancelled), that sample is left out of training,
+    the other envs of the batch finish normally, and the cut episode's trajectory is frozen: the
+    orphaned tool thread, when it finally returns, writes nothing into it."""
+    import threading
+    import time
+
+    from tau_adapters.episode.session import Session
+
+    refs = _refs("airline")[1:4]
+    blocked = refs[0].task_id
+    release = threading.Event()
+    original = Session._call_tool
+
+    def hanging(self: Any, env: Any, call: Any) -> Any:
+        if str(self.task.id) == blocked:
+            release.wait(20)
+        return original(self, env, call)
+
+    monkeypatch.setattr(Session, "_call_tool", hanging)
+    envs = [skyrl_gym.make(registered, env_config={}, extras=_extras(ref)) for ref in refs]
+    envs[0]._run.timeout_s = 1.0
+    episode = envs[0]._run._episode
+    texts = {ref.task_id: _oracle(ref) for ref in refs}
+
+    def play(env: Any, ref: Any) -> Any:
+        env.init(list(ROW_PROMPT))
+        for text in texts[ref.task_id]:
+            out = env.step(text)
+            if out["done"]:
+                break
+        metrics = env.get_metrics()
+        env.close()
+        return out, metrics
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(play, envs, refs))
+    (cut, cut_metrics), *others = results
+    assert cut["done"] and cut["reward"] == 0.0
+    assert cut["metadata"]["remove_sample"] is True and cut_metrics["remove_sample"] == 1.0
+    assert "TimeoutError" in cut["metadata"]["error"]
+    for out, metrics in others:
+        assert out["reward"] == 1.0 and metrics["status"] == "completed"
+    trajectory = episode._task.result()  # what the cancelled rollout handed back
+    assert trajectory.status == "aborted"
+    frozen = [m.model_dump(mode="json") for m in trajectory.messages]
+    counts = dict(trajectory.counts)
+    release.set()  # the orphaned tool call now returns on its worker thread
+    time.sleep(1.0)
+    assert [m.model_dump(mode="json") for m in trajectory.messages] == frozen
+    assert trajectory.counts == counts
+    assert trajectory.messages[-1].role == "assistant" and trajectory.messages[-1].tool_calls

@@ -18,7 +18,7 @@ from tau_adapters.agents.engines import SGLangClient, require_url, shielded
 from tau_adapters.agents.oracle import MalformedTurn, assistant_message_from
 from tau_adapters.agents.thunderagent import ProgramLease
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.errors import ConfigError, EpisodeAborted, EpisodeTruncated
+from tau_adapters.errors import ConfigError, EpisodeAborted, EpisodeSuspended, EpisodeTruncated
 from tau_adapters.runtime.gc_hygiene import freeze_long_lived
 from tau_adapters.runtime.http_client import RetryPolicy
 from tau_adapters.runtime.scheduling import run_cpu
@@ -148,6 +148,12 @@ class TokenPolicy:
         )
         #: Merged into the trajectory's counts (the program's release outcome).
         self.counts: dict[str, int] = {}
+        #: Set by the rollout when the host can resume episodes: an engine ``abort`` then keeps
+        #: the turn's tokens (`partial`) and suspends the episode instead of ending it.
+        self.suspendable = False
+        #: The model turn in progress: its observation is in the transcript and these tokens
+        #: came back before an abort (ids, logprobs, top-p ids and offsets, or None).
+        self.partial: dict[str, Any] | None = None
 
     def request_extras(self) -> dict[str, Any]:
         """Per-request payload additions (override in subclasses, e.g. forced outputs in tests)."""
@@ -161,16 +167,41 @@ class TokenPolicy:
     async def act(self, observation: list[Any]) -> Any:
         transcript = self.transcript
         assert transcript is not None, "start() first"
-        sampling = await run_cpu(self._prepare, observation)
-        generation = await self.client.generate(
-            transcript.ids.tolist(),
-            sampling,
-            episode_id=self.episode_id,
-            extra=self.request_extras(),
-            program=self.program,
-        )
+        if self.partial is None:
+            sampling = await run_cpu(self._prepare, observation)
+            self.partial = {"ids": [], "logprobs": [], "top_p": None}
+        else:  # resumed mid-turn: the observation is already in the transcript
+            sampling = self._sampling()
+        partial = self.partial
+        turn_max = sampling["max_new_tokens"]
+        finish = "length"
+        stops = set(sampling["stop_token_ids"])
+        if partial["ids"] and partial["ids"][-1] in stops:
+            finish = "stop"  # an abort that came after the turn's last token: nothing left
+        while finish != "stop" and len(partial["ids"]) < turn_max:
+            # The continuation asks for what the turn has left (slime's max_new_tokens minus
+            # the response so far, AReaL's max_new_tokens minus what came back).
+            request = {**sampling, "max_new_tokens": turn_max - len(partial["ids"])}
+            generation = await self.client.generate(
+                transcript.ids.tolist() + partial["ids"],
+                request,
+                episode_id=self.episode_id,
+                extra=self.request_extras(),
+                program=self.program,
+            )
+            _extend_partial(partial, generation)
+            finish = generation.finish_reason
+            if finish != "abort":
+                break
+            if self.suspendable:
+                raise EpisodeSuspended(
+                    f"the engine aborted the generation after {len(partial['ids'])} tokens",
+                    where="policy",
+                )
+            break
+        self.partial = None
         self.generations += 1
-        text, parsed = await run_cpu(self._absorb, generation, sampling["max_new_tokens"])
+        text, parsed = await run_cpu(self._absorb, partial, finish, turn_max)
         if parsed.malformed:
             self._previous_calls = None
             if self.template.structured_history and self.transcript is not None:
@@ -184,24 +215,57 @@ class TokenPolicy:
             self.transcript.record_turn(structured_turn(parsed, self._previous_calls))
         return message
 
-    def _absorb(self, generation: Any, max_new: int) -> tuple[str, Any]:
+    def _absorb(self, partial: dict[str, Any], finish: str, max_new: int) -> tuple[str, Any]:
         """Append the sampled tokens verbatim; the turn's text and its parse."""
         assert self.transcript is not None
-        text = self.transcript.append_model(generation.ids, generation.logprobs)
-        self.top_p_turns.append(generation.top_p_tokens())
-        if generation.finish_reason == "abort":
+        text = self.transcript.append_model(partial["ids"], partial["logprobs"])
+        off = int(partial.get("off_policy", 0))
+        if off:  # the host masks what was sampled before a suspension (slime's off-policy mask)
+            span = next(s for s in reversed(self.transcript.spans) if s.kind == "model")
+            for i in range(span.start, span.start + off):
+                self.transcript.loss_mask[i - self.transcript.prompt_len] = 0
+        top_p = partial["top_p"]
+        self.top_p_turns.append((top_p[0], top_p[1]) if top_p is not None else None)
+        if finish == "abort":
             raise EpisodeAborted("the engine aborted the generation", turn_taken=True)
-        if generation.finish_reason == "length":
+        if finish == "length":
             raise EpisodeTruncated(
                 f"the model turn hit the token limit ({max_new} new tokens)", turn_taken=True
             )
         return text, self.parser.parse(text)
 
+    # -- suspension (issue 23) -----------------------------------------------------------------
+    def suspend_state(self) -> dict[str, Any]:
+        """This policy's part of an episode snapshot (JSON)."""
+        return {
+            "kind": "sglang",
+            "episode_id": self.episode_id,
+            "generations": self.generations,
+            "previous_calls": self._previous_calls,
+            "top_p_turns": [list(t) if t is not None else None for t in self.top_p_turns],
+            "transcript": self.transcript.state() if self.transcript is not None else None,
+            "partial": self.partial,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from `suspend_state()` (after `start()`, which set the tools)."""
+        if state.get("kind") != "sglang":
+            raise ValueError(f"cannot restore an SGLang policy from {state.get('kind')!r} state")
+        self.episode_id = state["episode_id"]
+        if self.program is not None:
+            self.program = ProgramLease(self.client.base_url, self.episode_id)
+        self.generations = int(state["generations"])
+        self._previous_calls = state["previous_calls"]
+        self.top_p_turns = [tuple(t) if t is not None else None for t in state["top_p_turns"]]
+        if state["transcript"] is not None:
+            tools = self.context.tools if self.template.supports_tools else None
+            self.transcript = Transcript.from_state(self.template, tools, state["transcript"])
+        self.partial = state["partial"]
+
     def _prepare(self, observation: list[Any]) -> dict[str, Any]:
         """Add the observation to the transcript; the sampling parameters for the next call."""
         transcript = self.transcript
         assert transcript is not None
-        config = self.config
         if not transcript.ids:
             system = {
                 "role": "system",
@@ -216,6 +280,14 @@ class TokenPolicy:
             delta = transcript.observation_ids(messages, self._previous_calls)
             self._check_budget(len(delta))
             transcript.append_observation(messages, delta)
+        return self._sampling()
+
+    def _sampling(self) -> dict[str, Any]:
+        """The sampling parameters for the model turn the transcript ends with (budgets from
+        what the transcript holds before the turn's first token)."""
+        transcript = self.transcript
+        assert transcript is not None
+        config = self.config
         max_new = config.max_new_tokens
         # A turn cut at its length gets the template's end-of-turn token appended (not sampled,
         # mask 0): one token is kept free for it, so the budgets are hard limits.
@@ -263,6 +335,18 @@ class TokenPolicy:
         if self.program is not None:
             await shielded(self.program.release())
             self.counts.update(self.program.counts())
+
+
+def _extend_partial(partial: dict[str, Any], generation: Any) -> None:
+    """Add one engine answer to the turn's tokens (top-p offsets shifted past earlier parts)."""
+    top_p = generation.top_p_tokens()
+    if top_p is not None or (partial["top_p"] is not None and generation.ids):
+        kept, offsets = top_p if top_p is not None else ([], [0] * (len(generation.ids) + 1))
+        have = partial["top_p"] or [[], [0] * (len(partial["ids"]) + 1)]
+        base = len(have[0])
+        partial["top_p"] = [have[0] + list(kept), have[1] + [base + o for o in offsets[1:]]]
+    partial["ids"] = partial["ids"] + list(generation.ids)
+    partial["logprobs"] = partial["logprobs"] + [float(x) for x in generation.logprobs]
 
 
 def make_token_policy(arg: str | None, config: EpisodeConfig) -> TokenPolicy:

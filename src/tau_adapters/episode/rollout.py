@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from tau_adapters.agents.oracle import MalformedTurn
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.core import Policy, Status, User
+from tau_adapters.core import Policy, Role, Status, User
 from tau_adapters.domains import benchmark_of, get_domain
-from tau_adapters.episode.session import Session, SoloUser
+from tau_adapters.episode import snapshot as snapshots
+from tau_adapters.episode.session import Session, SoloUser, agent_visible
 from tau_adapters.episode.user_side import user_side
-from tau_adapters.errors import EndpointError, EpisodeSignal
+from tau_adapters.errors import EndpointError, EpisodeSignal, EpisodeSuspended
 from tau_adapters.plugins import make_policy, make_user
 from tau_adapters.rewards.grading import grading_note, reward_components
 from tau_adapters.rewards.shapers import get_shaper
@@ -74,6 +76,9 @@ class Trajectory:
     thinking_tool: bool = False
     #: Who played the user and how (`tau_adapters.users.fingerprint`); None if unknown.
     user_fingerprint: dict[str, Any] | None = None
+    #: A suspended episode (status ``aborted``): what `rollout(..., resume=...)` continues from
+    #: (`tau_adapters.episode.snapshot`). Not scored; None for every finished episode.
+    snapshot: dict[str, Any] | None = None
 
     @classmethod
     def failed(
@@ -172,8 +177,16 @@ async def rollout(
     trial: int = 0,
     split: str | None = None,
     on_cancel: Literal["raise", "return"] = "raise",
+    resume: dict[str, Any] | None = None,
+    should_suspend: Callable[[], bool] | None = None,
 ) -> Trajectory:
-    """Run one episode of `task`. `policy`/`user` default to the ones `config` names."""
+    """Run one episode of `task`. `policy`/`user` default to the ones `config` names.
+
+    Suspension (issue 23): with `should_suspend` (the host's "stop now" flag, read at every turn
+    boundary) and a policy and user that can save their state, an engine abort, the flag, or a
+    host cancellation during a user or tool call ends this call with an ``aborted`` trajectory
+    carrying `Trajectory.snapshot`; `resume` continues such a snapshot (in any process).
+    """
     started = time.perf_counter()
     seed = config.seed + trial
     domain = get_domain(config.domain, retrieval_variant=config.retrieval_variant)
@@ -189,21 +202,68 @@ async def rollout(
     turns: list[dict[str, float]] = []
     remove = False
     cancelled: asyncio.CancelledError | None = None
+    suspendable = (should_suspend is not None or resume is not None) and snapshots.can_suspend(
+        policy, user
+    )
+    if suspendable:
+        setattr(policy, "suspendable", True)  # noqa: B010 - not part of the Policy protocol
+    snapshot: dict[str, Any] | None = None
+    suspensions = 0
+    observation: list[Any] | None = None
+
+    def suspend(where: str, reason: str) -> dict[str, Any]:
+        progress = {
+            "timings": dict(timings),
+            "turn_timings": [dict(turn) for turn in turns],
+            "duration_s": time.perf_counter() - started,
+            "suspensions": suspensions + 1,
+        }
+        return snapshots.capture(
+            session,
+            policy,
+            user,
+            task=task,
+            config=config,
+            trial=trial,
+            seed=seed,
+            observation=observation if where in ("boundary", "policy") else None,
+            where=where,
+            reason=reason,
+            progress=progress,
+        )
+
     try:
         mark = time.perf_counter()
-        observation = await session.start()
-        if not session.done:
-            try:
-                await policy.start(session.context)
-            except Exception as exc:
-                session.fail(f"policy failed to start: {exc!r}")
+        if resume is not None:
+            progress = resume.get("progress") or {}
+            timings.update(progress.get("timings") or {})
+            turns.extend(dict(turn) for turn in progress.get("turn_timings") or [])
+            started -= float(progress.get("duration_s") or 0.0)
+            suspensions = int(progress.get("suspensions") or 0)
+            observation = await _resume(session, policy, user, task, config, seed, resume)
+        else:
+            observation = await session.start()
+            if not session.done:
+                try:
+                    await policy.start(session.context)
+                except Exception as exc:
+                    session.fail(f"policy failed to start: {exc!r}")
         timings["env_user_s"] += time.perf_counter() - mark
         while not session.done:
+            if suspendable and should_suspend is not None and should_suspend():
+                snapshot = suspend("boundary", "the host asked to stop between turns")
+                break
             mark = time.perf_counter()
             turn = {"policy_s": 0.0, "env_user_s": 0.0}
             turns.append(turn)
             try:
                 message = await policy.act(observation)
+            except EpisodeSuspended as signal:
+                turn["policy_s"] = time.perf_counter() - mark
+                timings["policy_s"] += turn["policy_s"]
+                turn["suspended"] = 1.0
+                snapshot = suspend(signal.where, str(signal))
+                break
             except EpisodeSignal as signal:
                 if getattr(signal, "turn_taken", False):
                     session.counters.agent_turns += 1  # e.g. a model turn cut at its length
@@ -220,8 +280,9 @@ async def rollout(
                 session.fail(f"policy failed: {exc!r}")
                 break
             finally:
-                turn["policy_s"] = time.perf_counter() - mark
-                timings["policy_s"] += turn["policy_s"]
+                if "suspended" not in turn:
+                    turn["policy_s"] = time.perf_counter() - mark
+                    timings["policy_s"] += turn["policy_s"]
             mark = time.perf_counter()
             if isinstance(message, MalformedTurn):
                 if config.on_malformed == "observe":
@@ -232,7 +293,17 @@ async def rollout(
                     remove = config.on_malformed == "remove"
                     break
             else:
-                result = await session.step(message)
+                try:
+                    result = await session.step(message)
+                except asyncio.CancelledError:
+                    if suspendable and not session.done:
+                        # Cut inside a user or tool call: resume makes that call again.
+                        where = "env" if session._to is Role.ENV else "user"
+                        snapshot = suspend(where, "cancelled by the host during a call")
+                        turn["env_user_s"] = time.perf_counter() - mark
+                        timings["env_user_s"] += turn["env_user_s"]
+                        break
+                    raise
             turn["env_user_s"] = time.perf_counter() - mark
             timings["env_user_s"] += turn["env_user_s"]
             observation = result.observation
@@ -240,6 +311,12 @@ async def rollout(
         session.fail("cancelled by the host", "agent_error", "aborted")
         cancelled = exc
     finally:
+        if snapshot is not None and not session.done:
+            session.fail(
+                f"suspended ({snapshot['suspended']['where']}): {snapshot['suspended']['reason']}",
+                "agent_error",
+                "aborted",
+            )
         for party in (policy, user):
             # Closing is best effort: the episode's outcome is already known.
             with contextlib.suppress(Exception):
@@ -254,11 +331,61 @@ async def rollout(
 
         run = run_judged
     trajectory = await run(
-        _finish, session, policy, user, config, task, trial, seed, split, timings, remove
+        _finish,
+        session,
+        policy,
+        user,
+        config,
+        task,
+        trial,
+        seed,
+        split,
+        timings,
+        remove,
+        snapshot is not None,
     )
     trajectory.duration_s = time.perf_counter() - started
     trajectory.turn_timings = turns
+    trajectory.snapshot = snapshot
+    if suspensions:
+        trajectory.counts["resumed"] = suspensions
     return trajectory
+
+
+async def _resume(
+    session: Session,
+    policy: Any,
+    user: Any,
+    task: Any,
+    config: EpisodeConfig,
+    seed: int,
+    snapshot: dict[str, Any],
+) -> list[Any]:
+    """Rebuild a suspended episode; the agent's next observation (empty when it ended)."""
+    problem = snapshots.mismatch(snapshot, task, config, seed)
+    if problem is None and not snapshots.can_suspend(policy, user):
+        problem = "this policy or user simulator cannot restore a snapshot"
+    if problem is not None:
+        session.fail(f"resume: {problem}")
+        return []
+    await session.restore(snapshot["session"])
+    if session.done:
+        return []
+    try:
+        await policy.start(session.context)
+        policy.restore(snapshot["policy"])
+        user.restore(session.context, snapshot["user"])
+    except Exception as exc:
+        session.fail(f"resume: restoring the policy or user failed: {exc!r}")
+        return []
+    observation = snapshots.observation_of(session.tau2, snapshot)
+    if observation is not None:
+        return observation
+    # Suspended inside a user or tool call: make it again, then show the agent what its last
+    # message brought back (as `Session.step` does).
+    after = max(i for i, m in enumerate(session.messages) if m.role == "assistant")
+    await session._advance()
+    return [m for m in session.messages[after + 1 :] if agent_visible(m)]
 
 
 def _finish(
@@ -272,6 +399,7 @@ def _finish(
     split: str | None,
     timings: dict[str, float],
     remove: bool,
+    suspended: bool = False,
 ) -> Trajectory:
     mark = time.perf_counter()
     reward_info = None
@@ -279,8 +407,9 @@ def _finish(
     status = session.status or "failed"
     error = session.error
     try:
-        reward_info = session.score()
-        reward = float(reward_info.reward)
+        if not suspended:  # a suspended episode is scored once, when it ends
+            reward_info = session.score()
+            reward = float(reward_info.reward)
     except Exception as exc:
         status, error = "failed", f"scoring failed: {exc!r}"
     timings["score_s"] = time.perf_counter() - mark
@@ -317,7 +446,7 @@ def _finish(
         usage["judge"] = dict(judge.usage)
     shaper = get_shaper(config)
     shaped = shaper.shape(reward_info, domain=session.domain.name, task_id=task.id, official=reward)
-    if status != "failed":  # infrastructure failures say nothing about the task's difficulty
+    if status not in ("failed", "aborted"):  # infrastructure says nothing about difficulty
         shaper.observe(domain=session.domain.name, task_id=task.id, official=reward)
     from tau_adapters.episode.row_checks import task_fingerprint
 

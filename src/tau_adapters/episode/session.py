@@ -11,6 +11,8 @@ raising.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -125,6 +127,11 @@ class Session:
         #: tau2 does not count the solo agent's first message as a step (it is made in set-up).
         self._uncounted_turn = False
         self._think_only = False
+        #: Messages that came from the task's history (already applied to the environment).
+        self._history_len = 0
+        #: The last consistent point inside `_advance` (a user or environment call may be
+        #: cancelled half way): what `state()` records when the host cancels mid-call.
+        self._checkpoint: tuple[Any, ...] | None = None
 
     # -- public API ----------------------------------------------------------------------------
     async def start(self) -> list[Any]:
@@ -143,6 +150,7 @@ class Session:
         for message in history:
             message.turn_idx = None
             self._append(message)
+        self._history_len = len(history)
         if self.solo:
             return self._start_solo(history)
         try:
@@ -379,16 +387,22 @@ class Session:
 
     async def _advance(self) -> None:
         while not self.done and self._to is not Role.AGENT:
+            self._checkpoint = self._state_now()
             if self._to is Role.USER:
                 await self._user_turn()
             else:
-                await run_cpu(self._env_turn)
+                # The tools run on a worker thread; their results are recorded here, on the
+                # loop, only once they are all in: a host that cancels the episode meanwhile
+                # gets a trajectory that no orphaned thread writes into afterwards.
+                results = await run_cpu(self._run_tools, self._env, self._pending)
+                self._env_turn(results)
             if self._think_only:  # answered here, not by the environment: no step, same limits
                 self._think_only = False
                 self._check_limits()
                 continue
             self._after_step()
             self._sync_env()
+        self._checkpoint = None
 
     async def _user_turn(self) -> None:
         t = self.tau2
@@ -415,37 +429,32 @@ class Session:
         self._pending, self._from = reply, Role.USER
         self._to = Role.ENV if reply.is_tool_call() else Role.AGENT
 
-    def _env_turn(self) -> None:
+    def _is_think(self, call: Any) -> bool:
+        return bool(self.think) and call.name == THINK_TOOL_NAME and call.requestor == "assistant"
+
+    def _answer_call(self, env: Any, call: Any) -> Any:
+        if self._is_think(call):  # AReaL's think tool: answered here; the environment never sees it
+            return self.tau2.ToolMessage(
+                id=call.id, role="tool", content=THINK_ANSWER, requestor="assistant"
+            )
+        return self._call_tool(env, call)
+
+    def _run_tools(self, env: Any, pending: Any) -> list[Any]:
+        return [self._answer_call(env, call) for call in pending.tool_calls or []]
+
+    def _env_turn(self, results: list[Any]) -> None:
         t = self.tau2
-        results = []
         calls = self._pending.tool_calls or []
         thinks = 0
-        for call in calls:
-            if self.think and call.name == THINK_TOOL_NAME and call.requestor == "assistant":
-                # AReaL's think tool: answered here; the environment never sees it.
+        for call, result in zip(calls, results, strict=True):
+            if self._is_think(call):
                 thinks += 1
                 self.counters.think_calls += 1
-                results.append(
-                    t.ToolMessage(
-                        id=call.id, role="tool", content=THINK_ANSWER, requestor="assistant"
-                    )
-                )
                 continue
-            try:
-                result = self._env.get_response(call)
-            except Exception as exc:  # get_response already turns tool errors into messages
-                result = t.ToolMessage(
-                    id=call.id,
-                    role="tool",
-                    content=f"Error: {exc}",
-                    requestor=call.requestor,
-                    error=True,
-                )
             self.counters.tool_calls += 1
             if result.error:
                 self.counters.errors += 1
                 self.counters.tool_errors += 1
-            results.append(result)
         for result in results:
             self._append(result)
         self._think_only = bool(calls) and thinks == len(calls)
@@ -461,11 +470,158 @@ class Session:
             self._pending = t.MultiToolMessage(role="tool", tool_messages=results)
         self._to, self._from = self._from, Role.ENV
 
+    def _call_tool(self, env: Any, call: Any) -> Any:
+        try:
+            return env.get_response(call)
+        except Exception as exc:  # get_response already turns tool errors into messages
+            return self.tau2.ToolMessage(
+                id=call.id,
+                role="tool",
+                content=f"Error: {exc}",
+                requestor=call.requestor,
+                error=True,
+            )
+
+    # -- suspension (issue 23) -----------------------------------------------------------------
+    def _state_now(self) -> tuple[Any, ...]:
+        """Cheap: message count, counters, ids, whose turn; indices are found in `state()`."""
+        return (
+            len(self.messages),
+            dataclasses.replace(self.counters),
+            self._call_ids,
+            len(self.rejected),
+            self._to,
+            self._from,
+            self._pending,
+        )
+
+    def state(self) -> dict[str, Any]:
+        """This unfinished episode as JSON (tau2 messages, counters, whose turn it is).
+
+        Inside a user or environment call (the host cancelled the episode there) it is the state
+        from before that call, which `restore` makes again; what the abandoned call did to the
+        old environment is thrown away with it.
+        """
+        if self.done:
+            raise EpisodeDoneError("only an unfinished episode can be suspended")
+        n, counters, call_ids, n_rejected, to, from_, pending = (
+            self._checkpoint if self._checkpoint is not None else self._state_now()
+        )
+        messages = self.messages[:n]
+        parts = [] if pending is None else (getattr(pending, "tool_messages", None) or [pending])
+        return {
+            "messages": [m.model_dump(mode="json") for m in messages],
+            "history_len": self._history_len,
+            "counters": dataclasses.asdict(counters),
+            "call_ids": call_ids,
+            "rejected": copy.deepcopy(self.rejected[:n_rejected]),
+            "next": None if to is None else to.value,
+            "from": None if from_ is None else from_.value,
+            "pending": [_index_of(messages, m) for m in parts],
+            "uncounted_turn": self._uncounted_turn,
+        }
+
+    async def restore(self, state: dict[str, Any]) -> None:
+        """Rebuild a suspended episode on a fresh environment (no user or model call).
+
+        The recorded tool calls after the task's history are run again, in order, on a fresh
+        copy-on-write view of the task's initial state; each result must equal the recorded one
+        (content as JSON, else as text, and the error flag), or the episode ends ``failed`` with
+        the call named: a divergent replay would train on an episode that never happened.
+        """
+        t = self.tau2
+        try:
+            self._env = await run_cpu(self.domain.initial_environment, self.task)
+        except Exception as exc:
+            self._finish("agent_error", f"resume: environment set-up failed: {exc!r}", "failed")
+            return
+        self.messages = [message_from_json(t, m) for m in state["messages"]]
+        self._history_len = int(state["history_len"])
+        # Suspended before the environment answered a message's calls: they run on resume.
+        unrun = state["pending"][0] if state["next"] == Role.ENV.value else None
+        mismatch = await run_cpu(self._replay, unrun)
+        if mismatch is not None:
+            self._finish("agent_error", f"resume: {mismatch}", "failed")
+            return
+        self.counters = _Counters(**state["counters"])
+        self._call_ids = int(state["call_ids"])
+        self._uncounted_turn = bool(state.get("uncounted_turn", False))
+        self.rejected = list(state["rejected"])
+        self._to = Role(state["next"]) if state["next"] else None
+        self._from = Role(state["from"]) if state["from"] else None
+        pending = [self.messages[i] for i in state["pending"]]
+        if len(pending) == 1:
+            self._pending = pending[0]
+        elif pending:
+            self._pending = t.MultiToolMessage(role="tool", tool_messages=pending)
+        else:
+            self._pending = None
+
+    def _replay(self, unrun: int | None = None) -> str | None:
+        """Run every recorded tool call after the task's history again (but those of message
+        `unrun`, whose results were never recorded); the first difference."""
+        messages = self.messages
+        i = self._history_len
+        while i < len(messages):
+            message = messages[i]
+            calls = message.tool_calls if message.role in ("assistant", "user") else None
+            if i == unrun:
+                calls = None
+            i += 1
+            if calls:
+                for call in calls:
+                    got = self._answer_call(self._env, call)
+                    recorded = messages[i] if i < len(messages) else None
+                    if recorded is None or recorded.role != "tool" or recorded.id != call.id:
+                        return (
+                            f"the recorded messages lack the result of {call.name} "
+                            f"(call {call.id!r}, message {i})"
+                        )
+                    if not _same_result(got, recorded):
+                        return (
+                            f"replayed {call.name} (message {i}) returned a different result: "
+                            f"expected {recorded.content!r} (error={recorded.error}), got "
+                            f"{got.content!r} (error={got.error})"
+                        )
+                    i += 1
+            try:
+                self._env.sync_tools()
+            except Exception as exc:
+                return f"environment state sync failed during replay: {exc!r}"
+        return None
+
     def _sync_env(self) -> None:
         try:
             self._env.sync_tools()
         except Exception as exc:
             self._finish("agent_error", f"environment state sync failed: {exc!r}", "failed")
+
+
+def _index_of(messages: list[Any], message: Any) -> int:
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index] is message:
+            return index
+    raise ValueError("pending message is not in the trajectory")
+
+
+def message_from_json(t: Any, data: dict[str, Any]) -> Any:
+    """A tau2 message from its JSON (timestamps and turn indices kept as recorded)."""
+    cls = {"assistant": t.AssistantMessage, "user": t.UserMessage, "tool": t.ToolMessage}.get(
+        str(data.get("role"))
+    )
+    if cls is None:
+        raise ValueError(f"cannot restore a message with role {data.get('role')!r}")
+    return cls.model_validate(data)
+
+
+def _same_result(got: Any, recorded: Any) -> bool:
+    if bool(got.error) != bool(recorded.error):
+        return False
+    a, b = got.content or "", recorded.content or ""
+    try:
+        return bool(json.loads(a) == json.loads(b))
+    except (TypeError, ValueError):
+        return a == b
 
 
 def _is_user_stop(t: Any, message: Any, rules: EpisodeRules = TAU2_RULES) -> bool:
@@ -548,6 +704,13 @@ class SoloUser:
 
     async def respond(self, message: Any) -> Any:
         raise RuntimeError("the user of a solo episode is never addressed (tau2's DummyUser)")
+
+    def suspend_state(self) -> dict[str, Any]:
+        return {"kind": "solo"}  # nothing to keep: a solo episode can be suspended all the same
+
+    def restore(self, context: EpisodeContext, state: dict[str, Any]) -> None:
+        if state.get("kind") != "solo":
+            raise ValueError(f"cannot restore a solo user from {state.get('kind')!r} state")
 
     async def close(self) -> None:
         return None

@@ -4,13 +4,14 @@ transformers, uvicorn, starlette). Nothing here is imported by ``import tau_adap
 from __future__ import annotations
 
 from tau_adapters.testing.router import LoopbackRouter
-from tau_adapters.testing.server import Fault, LoopbackEngine
+from tau_adapters.testing.server import Fault, Lognormal, LoopbackEngine
 from tau_adapters.tokens.local_tokenizer import STYLES, build_tokenizer
 from tau_adapters.tokens.tokenizer import get_tokenizer, load_tokenizer
 
 __all__ = [
     "STYLES",
     "Fault",
+    "Lognormal",
     "LoopbackEngine",
     "LoopbackRouter",
     "build_tokenizer",

@@ -16,6 +16,14 @@ class Sampled:
     matched: int | None = None
 
 
+def position_seed(seed: int, position: int) -> int:
+    """A 63-bit generator seed for one (request seed, absolute position) pair (splitmix64)."""
+    x = (int(seed) * 0x9E3779B97F4A7C15 + int(position) + 1) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (x ^ (x >> 31)) & 0x7FFFFFFFFFFFFFFF
+
+
 class TinyLM:
     """A 2-layer Llama-architecture model with the tokenizer's vocabulary size, seeded."""
 
@@ -99,7 +107,6 @@ class TinyLM:
         trained model ends its turn: a random model almost never samples it by itself.
         """
         torch = self.torch
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
         stops = set(stop_ids)
         ids: list[int] = []
         logprobs: list[float] = []
@@ -110,6 +117,14 @@ class TinyLM:
         with self.lock, torch.no_grad():
             out, fed = self._prefill(list(input_ids))
             for step in range(max_new_tokens):
+                # One generator per absolute position, keyed by (seed, position) as SGLang's
+                # seeded sampler is: a request continued after an abort (the prompt now holds
+                # the tokens emitted before it) draws what the uninterrupted request would have.
+                generator = (
+                    torch.Generator().manual_seed(position_seed(seed, len(input_ids) + step))
+                    if seed is not None
+                    else None
+                )
                 logp = self._log_softmax(out.logits[0, -1], temperature)
                 if forced is not None:
                     if step >= len(forced):

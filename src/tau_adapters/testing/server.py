@@ -14,6 +14,18 @@ Extensions over SGLang's protocol, for tests only:
 - `fault_policy(endpoint, body)` may return a `Fault` to inject delays, HTTP errors, dropped
   connections, malformed JSON or ``abort`` finish reasons.
 
+Like SGLang it can be interrupted (issue 23): with a `Lognormal` ``latency`` each ``/generate``
+emits its tokens over a drawn duration, and ``POST /abort_request`` (``{"rid": ...}`` or
+``{"abort_all": true}``) makes the requests in flight answer at once with the tokens emitted so
+far and ``finish_reason {"type": "abort"}``. ``GET /v1/loads`` reports the requests running and
+waiting, ``GET /workers`` lists this engine (slime's ``abort()`` reads both),
+``POST /pause_generation`` aborts what runs and holds new requests until
+``POST /continue_generation`` (what AReaL calls around a weight update). A continued request
+reproduces the uninterrupted tokens: the tiny model samples with a generator keyed by
+(``sampling_seed``, absolute position), as SGLang's seeded sampler does, and a ``canned`` or
+teacher-forced answer cut by an abort is kept and served to the request that continues it (its
+``input_ids`` are the old ones plus the emitted tokens).
+
 Like a real engine it knows nothing of ThunderAgent programs (it counts the ``program_id`` fields it
 is sent, which real SGLang ignores): put `tau_adapters.testing.router.LoopbackRouter`, or the real
 router, in front of it.
@@ -36,11 +48,50 @@ from typing import Any
 @dataclass
 class Fault:
     """What to do to one request: ``delay`` (then answer), ``status`` (HTTP error), ``drop``
-    (cut the connection mid-body), ``malformed`` (invalid JSON), ``abort`` (SGLang abort)."""
+    (cut the connection mid-body), ``malformed`` (invalid JSON), ``abort`` (SGLang abort after
+    ``tokens`` emitted tokens; half of them when None)."""
 
     kind: str
     seconds: float = 0.0
     status: int = 500
+    tokens: int | None = None
+
+
+@dataclass
+class Lognormal:
+    """Heavy-tailed generation time: a request that emits n tokens takes
+    ``D = median_s * exp(sigma * Z)`` seconds (plus ``per_token_s * n``), token i becoming
+    available at ``D * (i + 1) / n``.
+
+    ``Z`` is a standard normal drawn from a generator keyed by (``seed``, the request's
+    ``sampling_seed``, ``len(input_ids)``): the same episode turn takes the same time in every
+    run, whatever the order requests arrive in. sigma 0 gives a fixed latency; sigma 1.0 puts
+    the 99th percentile ~10x above the median (the long tail of tau2 turns).
+    """
+
+    median_s: float
+    sigma: float = 1.0
+    seed: int = 0
+    per_token_s: float = 0.0
+
+    def duration(self, input_ids: list[int], params: dict[str, Any], n_tokens: int) -> float:
+        import math
+        import random
+
+        key = params.get("sampling_seed", params.get("seed"))
+        z = random.Random(f"{self.seed}:{key}:{len(input_ids)}").gauss(0.0, 1.0)
+        return self.median_s * math.exp(self.sigma * z) + self.per_token_s * n_tokens
+
+
+@dataclass
+class _Flight:
+    """One ``/generate`` request being emitted (abortable)."""
+
+    rid: str
+    n_tokens: int
+    duration: float
+    started: float
+    aborted: asyncio.Event
 
 
 FaultPolicy = Callable[[str, dict[str, Any]], "Fault | None"]
@@ -117,6 +168,8 @@ class LoopbackEngine(LoopbackServer):
         model: Any = None,
         canned: Callable[[list[int], dict[str, Any]], list[int]] | None = None,
         turn_tokens: int | None = None,
+        latency: Lognormal | None = None,
+        default_seed: int | None = None,
     ) -> None:
         """`turn_tokens`: end every sampled turn with its stop token after that many tokens (a
         random model never ends a turn by itself, so without it each turn runs to its cap)."""
@@ -142,6 +195,39 @@ class LoopbackEngine(LoopbackServer):
         self.routing_keys: Counter[str] = Counter()
         self._template: Any = None
         self._banned: list[int] | None = None
+        self.latency = latency
+        #: The sampling seed of requests that name none (AReaL sends none): reproducible runs.
+        self.default_seed = default_seed
+        #: Tokens returned by ``/generate`` (``emitted``) and, of those, in aborted answers.
+        self.tokens: Counter[str] = Counter()
+        #: Every ``/generate`` body received, in order (tests read continuation requests).
+        self.generate_log: list[dict[str, Any]] = []
+        self._flights: dict[str, _Flight] = {}
+        self._continuations: dict[tuple[int, ...], Any] = {}
+        self._waiting = 0
+        self._paused = False
+        self._resumed: asyncio.Event | None = None
+
+    # -- interruption ------------------------------------------------------------------------------
+    def abort(self, rid: str | None = None) -> int:
+        """Abort one request (by ``rid``) or all in flight; returns how many were told. Must run
+        on the server's loop (the HTTP routes do); tests call the route."""
+        told = 0
+        for flight in list(self._flights.values()):
+            if rid is None or flight.rid == rid:
+                flight.aborted.set()
+                told += 1
+        return told
+
+    def _keep_continuation(self, input_ids: list[int], sampled: Any, cut: int) -> None:
+        """Remember the rest of an answer cut at `cut` tokens for the request that continues it
+        (canned and teacher-forced answers cannot be re-derived from a seed)."""
+        from tau_adapters.testing.model import Sampled
+
+        rest = Sampled(sampled.ids[cut:], sampled.logprobs[cut:], sampled.finish, sampled.matched)
+        self._continuations[tuple(input_ids) + tuple(sampled.ids[:cut])] = rest
+        if len(self._continuations) > 4096:  # bounded: the oldest go first
+            self._continuations.pop(next(iter(self._continuations)))
 
     # -- generation --------------------------------------------------------------------------------
     def _generate(
@@ -167,12 +253,36 @@ class LoopbackEngine(LoopbackServer):
             top_p=float(params.get("top_p", 1.0)),
             top_k=int(params.get("top_k", -1)),
             stop_ids=stop_ids,
-            seed=params.get("sampling_seed", params.get("seed")),
+            seed=params.get("sampling_seed", params.get("seed", self.default_seed)),
             forced=forced,
             banned=params.get("banned_ids") or (),
             end_after=end_after,
             end_token=end_token,
         )
+
+    async def _emit(
+        self, rid: str, input_ids: list[int], params: dict[str, Any], n_tokens: int
+    ) -> int | None:
+        """Spend the request's drawn duration, abortable: the number of tokens emitted when an
+        abort (or a pause) arrived, or None when it ran to the end."""
+        duration = self.latency.duration(input_ids, params, n_tokens) if self.latency else 0.0
+        loop = asyncio.get_running_loop()
+        flight = _Flight(rid, n_tokens, duration, loop.time(), asyncio.Event())
+        self._flights[rid] = flight
+        try:
+            if duration <= 0:
+                await asyncio.sleep(0)  # one loop turn: an abort already queued still lands
+                return 0 if flight.aborted.is_set() else None
+            try:
+                await asyncio.wait_for(flight.aborted.wait(), timeout=duration)
+            except asyncio.TimeoutError:
+                return None
+            elapsed = loop.time() - flight.started
+            if elapsed >= duration:
+                return None  # every token was out: the request finished, as SGLang's would
+            return min(n_tokens - 1, int(n_tokens * elapsed / duration))
+        finally:
+            self._flights.pop(rid, None)
 
     # -- HTTP --------------------------------------------------------------------------------------
     def app(self) -> Any:
@@ -223,15 +333,47 @@ class LoopbackEngine(LoopbackServer):
                 return JSONResponse({"error": "input_ids required"}, status_code=400)
             params = body.get("sampling_params") or {}
             forced = body.get("forced_output_ids")
-            if engine.canned is not None:  # instant: answer on the loop, no thread hop
+            engine.generate_log.append(body)
+            rid = str(body.get("rid") or uuid.uuid4().hex)
+            if engine._paused:  # held until /continue_generation, as SGLang's paused scheduler
+                engine._waiting += 1
+                try:
+                    while engine._paused:
+                        assert engine._resumed is not None
+                        await engine._resumed.wait()
+                finally:
+                    engine._waiting -= 1
+            kept = engine._continuations.pop(tuple(input_ids), None)
+            if kept is not None:
+                from tau_adapters.testing.model import Sampled
+
+                max_new = int(params.get("max_new_tokens", 128))
+                sampled = Sampled(
+                    kept.ids[:max_new],
+                    kept.logprobs[:max_new],
+                    kept.finish if len(kept.ids) <= max_new else "length",
+                    kept.matched if len(kept.ids) <= max_new else None,
+                )
+            elif engine.canned is not None:  # instant: answer on the loop, no thread hop
                 sampled = engine._generate(input_ids, params, forced, body)
             else:
                 sampled = await asyncio.to_thread(engine._generate, input_ids, params, forced, body)
-            finish: dict[str, Any]
+            replayable = kept is not None or engine.canned is not None or forced is not None
+            cut: int | None = None
             if isinstance(early, Fault) and early.kind == "abort":
-                cut = max(0, len(sampled.ids) // 2)
+                cut = len(sampled.ids) // 2 if early.tokens is None else early.tokens
+                cut = max(0, min(cut, len(sampled.ids)))
+                message = "injected abort"
+            else:
+                cut = await engine._emit(rid, input_ids, params, len(sampled.ids))
+                message = "Abort in the middle of generation (abort_request)"
+            finish: dict[str, Any]
+            if cut is not None:
+                if replayable and cut < len(sampled.ids):
+                    engine._keep_continuation(input_ids, sampled, cut)
                 sampled.ids, sampled.logprobs = sampled.ids[:cut], sampled.logprobs[:cut]
-                finish = {"type": "abort", "message": "injected abort"}
+                finish = {"type": "abort", "message": message}
+                engine.tokens["aborted"] += len(sampled.ids)
             elif sampled.finish == "stop":
                 finish = {"type": "stop", "matched": sampled.matched}
             else:
@@ -242,7 +384,9 @@ class LoopbackEngine(LoopbackServer):
                 "prompt_tokens": len(input_ids),
                 "completion_tokens": len(sampled.ids),
                 "cached_tokens": 0,
+                "rid": rid,
             }
+            engine.tokens["emitted"] += len(sampled.ids)
             custom = params.get("custom_params") or {}
             if isinstance(custom, dict) and custom.get("return_top_p_token_ids"):
                 # Stand-in nucleus: each sampled token alone (the format is what is exercised).
@@ -334,11 +478,48 @@ class LoopbackEngine(LoopbackServer):
             engine.requests["finish_session"] += 1
             return JSONResponse({})
 
+        async def abort_request(request: Request) -> Any:
+            body = await read_body(request)
+            engine.requests["abort_request"] += 1
+            rid = None if body.get("abort_all") else body.get("rid")
+            if rid is None and not body.get("abort_all"):
+                return JSONResponse({"error": "rid or abort_all required"}, status_code=400)
+            return JSONResponse({"aborted": engine.abort(None if rid is None else str(rid))})
+
+        async def loads(request: Request) -> Any:
+            return JSONResponse(
+                {"num_running_reqs": len(engine._flights), "num_waiting_reqs": engine._waiting}
+            )
+
+        async def workers(request: Request) -> Any:
+            return JSONResponse({"workers": [{"url": engine.url}]})
+
+        async def pause_generation(request: Request) -> Any:
+            engine.requests["pause_generation"] += 1
+            if engine._resumed is None:
+                engine._resumed = asyncio.Event()
+            engine._resumed.clear()
+            engine._paused = True
+            engine.abort(None)
+            return JSONResponse({})
+
+        async def continue_generation(request: Request) -> Any:
+            engine.requests["continue_generation"] += 1
+            engine._paused = False
+            if engine._resumed is not None:
+                engine._resumed.set()
+            return JSONResponse({})
+
         return Starlette(
             routes=[
                 Route("/inference/v1/generate", vllm_generate, methods=["POST"]),
                 Route("/detokenize", detokenize, methods=["POST"]),
                 Route("/finish_session", finish_session, methods=["POST"]),
+                Route("/abort_request", abort_request, methods=["POST"]),
+                Route("/v1/loads", loads, methods=["GET"]),
+                Route("/workers", workers, methods=["GET"]),
+                Route("/pause_generation", pause_generation, methods=["POST"]),
+                Route("/continue_generation", continue_generation, methods=["POST"]),
                 Route("/generate", generate, methods=["POST"]),
                 Route("/v1/chat/completions", chat, methods=["POST"]),
                 Route("/health", health, methods=["GET"]),

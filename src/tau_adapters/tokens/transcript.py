@@ -69,6 +69,8 @@ class Transcript:
     spans: list[Span] = field(default_factory=list)
     chat_messages: list[dict[str, Any]] = field(default_factory=list)
     _had_tool_results: bool = field(default=False, repr=False)
+    #: How many of `chat_messages` the prompt was rendered from.
+    _opening: int = field(default=0, repr=False)
 
     # -- building ------------------------------------------------------------------------------
     def start(self, messages: Sequence[dict[str, Any]]) -> list[int]:
@@ -81,6 +83,7 @@ class Transcript:
         self.spans.append(Span("prompt", 0, len(prompt), _last_role(messages)))
         self.chat_messages = [dict(m) for m in messages]
         self._had_tool_results = _has_tool(messages)
+        self._opening = len(messages)
         return prompt
 
     def append_model(self, ids: Sequence[int], logprobs: Sequence[float]) -> str:
@@ -164,6 +167,44 @@ class Transcript:
             "prompt_len": self.prompt_len,
             "spans": [[s.kind, s.start, s.end] for s in self.spans],
         }
+
+    # -- suspension (issue 23) -----------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue this record in another process (JSON)."""
+        return {
+            **self.to_json(),
+            "spans": [[s.kind, s.start, s.end, s.role] for s in self.spans],
+            "chat_messages": [dict(m) for m in self.chat_messages],
+            "had_tool_results": self._had_tool_results,
+            "opening": self._opening,
+        }
+
+    @classmethod
+    def from_state(
+        cls, template: ChatTemplate, tools: list[dict[str, Any]] | None, state: dict[str, Any]
+    ) -> Transcript:
+        """The record `state()` saved, checked against this template: the prompt must render to
+        the same ids (another tokenizer or template would make the kept ids meaningless)."""
+        transcript = cls(template, tools=tools)
+        transcript.ids = array("l", state["ids"])
+        transcript.loss_mask = array("b", state["loss_mask"])
+        transcript.logprobs = array("d", state["logprobs"])
+        transcript.prompt_len = int(state["prompt_len"])
+        transcript.spans = [Span(k, a, b, r) for k, a, b, r in state["spans"]]
+        transcript.chat_messages = [dict(m) for m in state["chat_messages"]]
+        transcript._had_tool_results = bool(state["had_tool_results"])
+        transcript._opening = int(state["opening"])
+        if transcript.ids:
+            prompt = template.prompt_ids(transcript.chat_messages[: transcript._opening], tools)
+            if list(prompt) != transcript.ids.tolist()[: transcript.prompt_len]:
+                raise ValueError(
+                    f"restored transcript: template {template.name!r} renders the prompt to other "
+                    "ids than were recorded (another tokenizer or chat template?)"
+                )
+        response = len(transcript.ids) - transcript.prompt_len
+        if len(transcript.loss_mask) != response or len(transcript.logprobs) != response:
+            raise ValueError("restored transcript: ids, loss_mask and logprobs disagree in length")
+        return transcript
 
     # -- checking ------------------------------------------------------------------------------
     def check(self) -> TokenCheck:

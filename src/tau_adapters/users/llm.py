@@ -54,19 +54,26 @@ class LLMUser:
         self.messages = [{"role": "system", "content": prompt}]
         self.seed = context.seed
         for message in history:
-            self._remember_incoming(message)
+            self.messages.extend(_incoming(message))
 
-    def _remember_incoming(self, message: Any) -> None:
-        role = getattr(message, "role", None)
-        if role == "assistant" and message.content:
-            self.messages.append({"role": "user", "content": message.content})
-        elif role == "tool":
-            for sub in getattr(message, "tool_messages", None) or [message]:
-                self.messages.append(
-                    {"role": "tool", "tool_call_id": sub.id, "content": sub.content or ""}
-                )
-        elif role == "user":  # the user's own earlier words (task history)
-            self.messages.append(_own_turn(message.content, message.tool_calls))
+    def suspend_state(self) -> dict[str, Any]:
+        """The conversation so far (JSON): `restore` continues it without a model call."""
+        return {
+            "kind": "llm",
+            "messages": [dict(m) for m in self.messages],
+            "usage": dict(self.usage),
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+        }
+
+    def restore(self, context: Any, state: dict[str, Any]) -> None:
+        if state.get("kind") != "llm":
+            raise ValueError(f"cannot restore an LLM user from {state.get('kind')!r} state")
+        self.tools = list(context.user_tools or []) or None
+        self.messages = [dict(m) for m in state["messages"]]
+        self.usage = dict(state["usage"])
+        self.seed = state["seed"]
+        self.fingerprint = state.get("fingerprint")
 
     async def _fingerprint(self) -> dict[str, Any]:
         transport = getattr(self.transport, "inner", self.transport)
@@ -74,10 +81,12 @@ class LLMUser:
 
     async def respond(self, message: Any) -> Any:
         t = api()
-        self._remember_incoming(message)
+        # Kept only once the reply is in: a call the host cancels leaves the conversation as it
+        # was, so a suspended episode's user state never holds half a turn.
+        incoming = _incoming(message)
         config = self.config
         payload: dict[str, Any] = {
-            "messages": self.messages,
+            "messages": [*self.messages, *incoming],
             "temperature": config.user_temperature,
             **({"seed": self.seed} if self.seed is not None else {}),
             **({"max_tokens": config.user_max_tokens} if config.user_max_tokens else {}),
@@ -105,6 +114,7 @@ class LLMUser:
         )
         if error is not None:
             raise EndpointError(f"user simulator sent a malformed tool call: {error}")
+        self.messages.extend(incoming)
         self.messages.append(_own_turn(content, calls))
         return t.UserMessage(
             role="user",
@@ -117,6 +127,21 @@ class LLMUser:
 
     async def close(self) -> None:
         return None
+
+
+def _incoming(message: Any) -> list[dict[str, Any]]:
+    """What the user model is shown for one message of the conversation."""
+    role = getattr(message, "role", None)
+    if role == "assistant" and message.content:
+        return [{"role": "user", "content": message.content}]
+    if role == "tool":
+        return [
+            {"role": "tool", "tool_call_id": sub.id, "content": sub.content or ""}
+            for sub in getattr(message, "tool_messages", None) or [message]
+        ]
+    if role == "user":  # the user's own earlier words (task history)
+        return [_own_turn(message.content, message.tool_calls)]
+    return []
 
 
 def _own_turn(content: str | None, calls: Any) -> dict[str, Any]:

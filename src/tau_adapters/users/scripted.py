@@ -57,12 +57,29 @@ class ScriptedUser:
 
     async def start(self, context: Any, history: list[Any]) -> None:
         self._task = context.task
-        criteria = self._task.evaluation_criteria
-        actions = (criteria.actions or []) if criteria is not None else []
-        self._pending = [a for a in actions if a.requestor == "user"]
+        self._pending = self._user_actions()
         # Even after a task's message history, the first thing this user says is its own reason
         # for calling in this task, so that the agent hears what the task is about.
         self._opened = False
+
+    def _user_actions(self) -> list[Any]:
+        criteria = self._task.evaluation_criteria
+        actions = (criteria.actions or []) if criteria is not None else []
+        return [a for a in actions if a.requestor == "user"]
+
+    def suspend_state(self) -> dict[str, Any]:
+        """Whether it has opened, and which of the task's user actions are still to do (JSON)."""
+        every = self._user_actions()
+        left = [next(i for i, a in enumerate(every) if a is action) for action in self._pending]
+        return {"kind": "scripted", "opened": self._opened, "pending": left}
+
+    def restore(self, context: Any, state: dict[str, Any]) -> None:
+        if state.get("kind") != "scripted":
+            raise ValueError(f"cannot restore a scripted user from {state.get('kind')!r} state")
+        self._task = context.task
+        every = self._user_actions()
+        self._pending = [every[i] for i in state["pending"]]
+        self._opened = bool(state["opened"])
 
     async def respond(self, message: Any) -> Any:
         t = api()

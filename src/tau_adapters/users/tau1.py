@@ -148,11 +148,17 @@ class Tau1User:
         self.fingerprint: dict[str, Any] | None = None
         self._sim: Any = None
         self._instruction: str | None = None
+        #: v1's messages and cost before the call in flight (None between calls).
+        self._settled: list[dict[str, Any]] | None = None
+        self._settled_cost = 0.0
 
     async def start(self, context: Any, history: list[Any]) -> None:
+        self.fingerprint = await self._fingerprint()
+        self._build(context)
+
+    def _build(self, context: Any) -> None:
         from tau_adapters.domains.tau1.api import api1
 
-        self.fingerprint = await self._fingerprint()
         _install_router(api1().user_module)
         cls = self._cls
         sim = object.__new__(cls)  # v1's constructor would call the model once, for nothing
@@ -175,12 +181,47 @@ class Tau1User:
             functools.partial(prompt_material, self.strategy, PLACEHOLDER),
         )
 
+    def suspend_state(self) -> dict[str, Any]:
+        """v1's conversation and cost (JSON). Every v1 strategy keeps only ``messages`` and
+        ``total_cost`` between turns (model, provider and max_attempts are set by `start`). A
+        call cut by the host leaves v1's list half-updated on a worker thread: the state from
+        before that call is the one recorded."""
+        settled = self._settled if self._settled is not None else self._sim.messages
+        return {
+            "kind": "tau1",
+            "strategy": self.strategy,
+            "sim_messages": [dict(m) for m in settled],
+            "total_cost": self._settled_cost
+            if self._settled is not None
+            else float(self._sim.total_cost),
+            "usage": dict(self.usage),
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+        }
+
+    def restore(self, context: Any, state: dict[str, Any]) -> None:
+        """Continue the conversation (in place of `start()`; no model call)."""
+        if state.get("kind") != "tau1" or state.get("strategy") != self.strategy:
+            raise ValueError(
+                f"cannot restore a tau1 {self.strategy!r} user from "
+                f"{state.get('kind')!r}/{state.get('strategy')!r} state"
+            )
+        self._build(context)
+        self._sim.messages = [dict(m) for m in state["sim_messages"]]
+        self._sim.total_cost = float(state["total_cost"])
+        self.usage = dict(state["usage"])
+        self.seed = state["seed"]
+        self.fingerprint = state.get("fingerprint")
+
     async def respond(self, message: Any) -> Any:
         t = api()
+        self._settled = [dict(m) for m in self._sim.messages]
+        self._settled_cost = float(self._sim.total_cost)
         if self._sim.messages:
             text = await self._run(self._sim.step, message.content or "")
         else:
             text = await self._run(self._sim.reset, self._instruction)
+        self._settled = None
         if not isinstance(text, str) or not text:
             raise EndpointError(f"user simulator returned no text: {text!r}")
         return t.UserMessage(role="user", content=text)

@@ -23,6 +23,7 @@ class Sample:
     rollout_top_p_token_ids: list[int] | None = None
     rollout_top_p_token_offsets: list[int] | None = None
     remove_sample: bool = False
+    weight_versions: list[str] = field(default_factory=list)
 
     class Status(Enum):
         PENDING = "pending"
