@@ -85,10 +85,28 @@ def _fast_toolkit_class(toolkit_cls: Any, base: BaseDatabase, read_tools: frozen
             return base.digest(self.db)
         return str(toolkit_cls.get_db_hash(self))
 
+    # tau2 builds a pydantic model per tool on every `get_tools()` (~7 ms a tool); v1's
+    # `evaluate_simulation` calls it on a fresh environment just to read tool types, which was
+    # 86% of a score. The schemas depend on the class only: built once, shared (tools still run
+    # through `use_tool` on each instance's own database).
+    built: dict[str, dict[str, Any]] = {}
+
+    def get_tools(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        key = repr((args, sorted(kwargs.items())))
+        tools = built.get(key)
+        if tools is None:
+            tools = built[key] = toolkit_cls.get_tools(self, *args, **kwargs)
+        return dict(tools)
+
     return type(
         f"CopyOnWrite{toolkit_cls.__name__}",
         (toolkit_cls,),
-        {"use_tool": use_tool, "get_db_hash": get_db_hash, "__module__": __name__},
+        {
+            "use_tool": use_tool,
+            "get_db_hash": get_db_hash,
+            "get_tools": get_tools,
+            "__module__": __name__,
+        },
     )
 
 
