@@ -151,6 +151,27 @@ def test_render_call_round_trips(spec, name, arguments, before) -> None:
     assert (parsed.content or "") == before.strip()
 
 
+@pytest.mark.parametrize("spec", [*SPECS, "hermes"])
+@pytest.mark.parametrize("value", ["<think>", "</think>", "a <think>b</think> c"])
+def test_think_tags_inside_call_arguments_are_call_data(spec, value) -> None:
+    """Reasoning comes before a family's tool calls: think tags inside an argument (the case
+    hypothesis found for deepseek:v3.1: ``{"_": "<think>"}``) are the argument's text."""
+    if spec == "harmony":
+        pytest.skip("harmony has no think tags: its reasoning is a channel")
+    parser = make_parser(spec)
+    text = "Let me check." + parser.render_call("a", {"_": value})
+    parsed = parser.parse(text)
+    assert parsed.error is None, parsed.error
+    assert [(c.name, c.arguments) for c in parsed.tool_calls] == [("a", {"_": value})]
+    assert parsed.content == "Let me check." and parsed.reasoning is None
+    # Reasoning before the call is still taken out.
+    parsed = parser.parse(
+        "<think>plan</think>Let me check." + parser.render_call("a", {"_": value})
+    )
+    assert parsed.reasoning == "plan" and parsed.content == "Let me check."
+    assert [(c.name, c.arguments) for c in parsed.tool_calls] == [("a", {"_": value})]
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     name=NAMES,

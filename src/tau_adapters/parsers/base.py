@@ -110,13 +110,38 @@ def _as_text(text: object) -> str:
     return str(text)
 
 
-def split_reasoning(text: str) -> tuple[str, str | None]:
+def _first_call(text: str, markers: tuple[str, ...]) -> int | None:
+    """Where the first tool call opens: the first marker that is not inside an open think block
+    (a model may think about a call without making it)."""
+    found: list[int] = []
+    for marker in markers:
+        at = text.find(marker)
+        while at >= 0:
+            opens = [m.start() for m in _THINK_OPEN.finditer(text, 0, at)]
+            closes = [m.start() for m in _THINK_CLOSE.finditer(text, 0, at)]
+            if not opens or (closes and closes[-1] > opens[-1]):
+                found.append(at)
+                break
+            at = text.find(marker, at + 1)
+    return min(found) if found else None
+
+
+def split_reasoning(text: str, calls_start: tuple[str, ...] = ()) -> tuple[str, str | None]:
     """``(visible text, reasoning)``: ``<think>`` blocks taken out of the text.
 
     Text before a first ``</think>`` that has no ``<think>`` before it is reasoning too (Qwen3
     templates put the opening tag in the prompt), and an unclosed ``<think>`` runs to the end
     (the model stopped while thinking). Stray closing tags are dropped from the visible text.
+
+    `calls_start`: the markers that open a family's tool calls. Reasoning comes before them, so
+    think tags after the first marker are call data (an argument may hold the text ``<think>``)
+    and are left as they are.
     """
+    at = _first_call(text, calls_start)
+    if at is not None and (_THINK_OPEN.search(text, at) or _THINK_CLOSE.search(text, at)):
+        shown, reasoning_before = split_reasoning(text[:at])
+        tail = text[at:].rstrip()
+        return (f"{shown}\n{tail}" if shown else tail), reasoning_before
     reasoning: list[str] = []
     visible: list[str] = []
     pos = 0
@@ -238,7 +263,7 @@ class HermesParser:
         return f"<tool_call>\n{body}\n</tool_call>"
 
     def _parse(self, text: str) -> ParsedOutput:
-        visible, reasoning = split_reasoning(text)
+        visible, reasoning = split_reasoning(text, ("<tool_call>",))
         opens, closes = _Tags(_CALL_OPEN, visible), _Tags(_CALL_CLOSE, visible)
         outside: list[str] = []
         calls: list[ParsedToolCall] = []

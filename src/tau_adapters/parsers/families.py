@@ -173,7 +173,7 @@ class MistralParser:
         return f"{_MISTRAL_CALLS}{name}{ident}{_MISTRAL_ARGS}{body}"
 
     def _parse(self, text: str) -> ParsedOutput:
-        visible, reasoning = split_reasoning(text)
+        visible, reasoning = split_reasoning(text, (_MISTRAL_CALLS,))
         first = visible.find(_MISTRAL_CALLS)
         if first < 0:
             return ParsedOutput(visible.strip() or None, [], reasoning, None)
@@ -249,7 +249,7 @@ class DeepSeekParser:
         return f"{_DS_BEGIN}<｜tool▁call▁begin｜>{inner}<｜tool▁call▁end｜>{_DS_END}"
 
     def _parse(self, text: str) -> ParsedOutput:
-        visible, reasoning = split_reasoning(text)
+        visible, reasoning = split_reasoning(text, (_DS_BEGIN, "<｜tool▁call▁begin｜>"))
         start = visible.find(_DS_BEGIN)
         loose = visible.find("<｜tool▁call▁begin｜>")
         if start < 0 and loose < 0:
@@ -314,7 +314,9 @@ class KimiK2Parser:
         )
 
     def _parse(self, text: str) -> ParsedOutput:
-        visible, reasoning = split_reasoning(text)
+        visible, reasoning = split_reasoning(
+            text, ("<|tool_calls_section_begin|>", "<|tool_call_begin|>")
+        )
         sections = list(_KIMI_SECTION.finditer(visible))
         if not sections:
             if "<|tool_call_begin|>" in visible:
@@ -370,7 +372,7 @@ class GLMParser:
         return f"<tool_call>{name}\n{pairs}</tool_call>"
 
     def _parse(self, text: str) -> ParsedOutput:
-        visible, reasoning = split_reasoning(text)
+        visible, reasoning = split_reasoning(text, ("<tool_call>",))
         matches = list(_GLM_CALL.finditer(visible))
         if not matches:
             return ParsedOutput(visible.strip() or None, [], reasoning, None)
