@@ -196,28 +196,35 @@ def test_an_episode_whose_worker_dies_twice_is_failed_with_the_reason(cluster, t
 
 
 def test_resume_works_across_executors(cluster, tmp_path) -> None:
-    """A run started locally and resumed on Ray (and the other way) ends with every row once."""
+    """A run interrupted locally and resumed on Ray (and the other way) ends with every row once.
+
+    The interruption is simulated by cutting finished rows off the trajectories file; the resume
+    keeps the settings of the run (`--resume` refuses changed ones, issue 26), only the executor
+    differs."""
     from tau_adapters.cli.main import main
 
     run = tmp_path / "run"
-    common = [
-        "eval",
-        "--domain",
-        "airline",
-        "--split",
-        "test",
-        "--no-progress",
-        "--output",
-        str(run),
-    ]
-    assert main([*common, "--num-tasks", "2"]) == 0
-    first = _rows(run)
-    assert main([*common, "--num-tasks", "4", "--resume", "--executor", "ray"]) == 0
+    common = ["eval", "--domain", "airline", "--split", "test", "--num-tasks", "4",
+              "--no-progress", "--output", str(run)]  # fmt: skip
+
+    def interrupt(keep: int) -> dict[tuple, dict]:
+        path = run / "trajectories.jsonl"
+        lines = path.read_text().splitlines()[:keep]
+        path.write_text("".join(line + "\n" for line in lines))
+        return _rows(run)
+
+    assert main(common) == 0
+    first = interrupt(2)
+    assert main([*common, "--resume", "--executor", "ray"]) == 0
     second = _rows(run)
     assert len(second) == 4
     for key, row in first.items():  # finished rows are kept as they were, not run again
         assert second[key]["duration_s"] == row["duration_s"]
-    assert main([*common, "--num-tasks", "5", "--resume"]) == 0
-    assert len(_rows(run)) == 5
+    kept = interrupt(3)
+    assert main([*common, "--resume"]) == 0
+    third = _rows(run)
+    assert len(third) == 4
+    for key, row in kept.items():
+        assert third[key]["duration_s"] == row["duration_s"]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["domains"]["airline"]["tasks"] == 5
+    assert summary["domains"]["airline"]["tasks"] == 4
