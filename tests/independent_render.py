@@ -72,23 +72,28 @@ def _agent_visible(message: Any) -> bool:
     return not (message.role == "tool" and getattr(message, "requestor", None) != "assistant")
 
 
-def no_drift_at_every_model_turn(
-    trajectory: Any, template: Any, tails: list[str] = (), *, user_first: bool = False
-) -> None:
-    """The reference conversation is tau2's messages as chat dicts, each agent turn after the
-    greeting being the text the engine returned for it (decoded from its ids, stop token left
-    out), except for templates that render turns from fields (harmony, Mistral), which get the
-    turn as tau2 parsed it."""
+def sampled_texts(trajectory: Any, template: Any) -> list[str]:
+    """Each model turn's text as the engine returned it (decoded, stop token left out)."""
     transcript = trajectory.transcript
     kept_all = transcript.ids.tolist()
-    model_spans = [s for s in transcript.spans if s.kind == "model"]
     texts = []
-    for span in model_spans:
+    for span in transcript.spans:
+        if span.kind != "model":
+            continue
         ids = kept_all[span.start : span.end]
         if ids and ids[-1] in template.stop_ids:
             ids = ids[:-1]
         texts.append(template.tokenizer.decode(ids, skip_special_tokens=False))
-    agent_turns = iter(texts)
+    return texts
+
+
+def reference_messages(trajectory: Any, template: Any) -> list[dict[str, Any]]:
+    """The conversation as chat dicts, built from tau2's messages (not from the transcript's
+    own record): the system prompt, then each message the agent saw, each agent turn after the
+    greeting being the text the engine returned for it, except for templates that render turns
+    from fields (harmony, Mistral), which get the turn as tau2 parsed it."""
+    transcript = trajectory.transcript
+    agent_turns = iter(sampled_texts(trajectory, template))
     reference = [transcript.chat_messages[0]]
     for message in to_chat([m for m in trajectory.messages if _agent_visible(m)]):
         if message["role"] == "assistant" and len(reference) > 1:
@@ -96,6 +101,18 @@ def no_drift_at_every_model_turn(
             if not template.structured_history:
                 message = {"role": "assistant", "content": text}
         reference.append(message)
+    return reference
+
+
+def no_drift_at_every_model_turn(
+    trajectory: Any, template: Any, tails: list[str] = (), *, user_first: bool = False
+) -> None:
+    """At every model turn, the ids sent to the engine against an independent render of
+    `reference_messages` so far."""
+    transcript = trajectory.transcript
+    kept_all = transcript.ids.tolist()
+    model_spans = [s for s in transcript.spans if s.kind == "model"]
+    reference = reference_messages(trajectory, template)
     if user_first:
         # The user must speak first: tau2's greeting goes into the system message.
         greeting = reference.pop(1)

@@ -322,7 +322,7 @@ def test_token_demo_is_a_real_multi_turn_episode_and_explains_its_fields(tmp_pat
     if not check["identical"]:
         assert check["detail"], check  # says why
     readme = " ".join((ROOT / "README.md").read_text().split())
-    assert "--turn-tokens 16" in readme and "`identical` is true only when" in readme
+    assert "--turn-tokens 16" in readme and "`identical` is true exactly when" in readme
 
 
 def test_install_hints_never_name_the_package_on_an_index() -> None:

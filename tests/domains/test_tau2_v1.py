@@ -31,7 +31,9 @@ FULL = os.environ.get("TAU_ADAPTERS_TAU2V1_PARITY") == "full"
 SAMPLE = {"airline": ("test", 6), "retail": ("test", 6), "telecom": ("small", 6)}
 
 
-def _reference(domain: str, task: Any, messages: list[Any], reason: str) -> Any:
+def _reference(
+    domain: str, task: Any, messages: list[Any], reason: str, variant: str = "bm25"
+) -> Any:
     """tau2 v1's own score: its registry's constructor, its runner's env_kwargs."""
     from tau2.data_model.simulation import SimulationRun
     from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
@@ -40,7 +42,7 @@ def _reference(domain: str, task: Any, messages: list[Any], reason: str) -> Any:
     env_kwargs: dict[str, Any] = {}
     if domain == "banking_knowledge":
         env_kwargs = {
-            "retrieval_variant": "bm25",
+            "retrieval_variant": variant,
             "task": task,
             "read_log_allowlist": _derive_read_log_allowlist(task),
         }
@@ -125,6 +127,45 @@ def test_banking_knowledge_bm25_parity_and_oracle() -> None:
         tasks = list(picked.values())
     rewards = _check_parity("banking_knowledge", tasks)
     assert rewards["oracle"] and all(r == 1.0 for r in rewards["oracle"]), rewards
+
+
+def test_rows_record_the_retrieval_variant_and_score_rebuilds_it() -> None:
+    """A grep_only episode calls `grep`, a tool bm25's toolkit lacks: rescoring it as bm25 (what
+    rows without the variant forced) refuses the row as another domain's. With the variant in
+    the row, `score` rebuilds grep_only and agrees with tau2 v1's own score."""
+    from tau2.data_model.message import AssistantMessage, ToolCall
+
+    from tau_adapters.agents.oracle import OraclePolicy
+    from tau_adapters.evaluation.rescore import rescore_row
+
+    backend = get_domain("banking_knowledge", retrieval_variant="grep_only")
+    task = next(t for t in backend.tasks() if not backend.needs_judge(t))
+
+    class Grepping(OraclePolicy):
+        async def start(self, context: Any) -> None:
+            await super().start(context)
+            call = ToolCall(id="grep_1", name="grep", arguments={"pattern": "credit card"})
+            self._plan.insert(0, AssistantMessage(role="assistant", tool_calls=[call]))
+
+    config = EpisodeConfig.build(domain="banking_knowledge", retrieval_variant="grep_only")
+    trajectory = asyncio.run(rollout(task, config, policy=Grepping()))
+    grep_results = [m for m in trajectory.messages if m.role == "tool" and m.id == "grep_1"]
+    assert grep_results and not grep_results[0].error, grep_results
+    row = trajectory.to_row()
+    assert row["retrieval_variant"] == "grep_only"
+    reference = _reference(
+        "banking_knowledge",
+        task,
+        trajectory.messages,
+        trajectory.termination_reason,
+        variant="grep_only",
+    )
+    out = rescore_row(row)
+    assert out["retrieval_variant"] == "grep_only"
+    assert out["reward"] == reference.reward == row["reward"], (out, reference.reward)
+    # Rows of other domains' variants stay distinct: a bm25 row has the field too.
+    bm25 = asyncio.run(rollout(backend.tasks()[0], EpisodeConfig.build(domain="banking_knowledge")))
+    assert bm25.to_row()["retrieval_variant"] == "bm25"
 
 
 def test_mock_oracle_fails_exactly_the_two_tasks_with_incomplete_gold_actions() -> None:

@@ -73,6 +73,9 @@ class Trajectory:
     #: tau2's solo protocol (scored with ``solo_mode=True``); the think tool was offered (its
     #: calls stay in `messages` and are left out when scoring). Written to rows when set.
     solo_mode: bool = False
+    #: A knowledge domain's retrieval setup (``banking_knowledge``: ``bm25`` ...): its tools and
+    #: scoring depend on it, so rows record it and `score` rebuilds the same one.
+    retrieval_variant: str | None = None
     thinking_tool: bool = False
     #: Who played the user and how (`tau_adapters.users.fingerprint`); None if unknown.
     user_fingerprint: dict[str, Any] | None = None
@@ -151,6 +154,8 @@ class Trajectory:
             row["judge"] = self.judge
         if self.solo_mode:
             row["solo_mode"] = True
+        if self.retrieval_variant is not None:
+            row["retrieval_variant"] = self.retrieval_variant
         if self.thinking_tool:
             row["thinking_tool"] = True
         row["user_fingerprint"] = self.user_fingerprint
@@ -477,6 +482,7 @@ def _finish(
         judge=judge.describe() if judge is not None else None,
         benchmark_version=session.domain.version,
         solo_mode=session.solo,
+        retrieval_variant=getattr(session.domain, "retrieval_variant", None),
         thinking_tool=session.think,
         user_fingerprint=getattr(user, "fingerprint", None),
     )

@@ -36,7 +36,9 @@ def rescore_row(
     if missing:
         raise ConfigError(f"missing field(s) {', '.join(missing)}")
     domain_name, _ = resolve_domain(str(row["domain"]))
-    backend = get_domain(domain_name)
+    # A knowledge domain is rebuilt with the row's retrieval variant (its tools and scoring
+    # depend on it); rows written before rows recorded it ran the default.
+    backend = get_domain(domain_name, retrieval_variant=row.get("retrieval_variant"))
     mismatch = check_rescorable(row, backend, allow=allow_version_mismatch)
     task = backend.task(str(row["task_id"]))
     from tau_adapters.episode.row_checks import check_row_identity
@@ -124,6 +126,9 @@ def rescore_row(
         out["grading_note"] = grading_note(config.grading)
     if judge is not None:
         out["judge"] = judge.describe()
+    variant = getattr(backend, "retrieval_variant", None)
+    if variant is not None:
+        out["retrieval_variant"] = variant
     if error is not None:
         out["error"] = error
     if mismatch is not None:

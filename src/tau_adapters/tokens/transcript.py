@@ -219,6 +219,12 @@ class Transcript:
         prompt that the template drops when it renders the same turn as history (Qwen3's empty
         think block with ``enable_thinking: false``, DeepSeek-R1's ``<think>``): those are
         counted as ``history_rewrites`` and keep ``ok`` true.
+
+        ``identical`` is true exactly when the kept ids equal the fresh render: the template's
+        own rendering of `history_messages` (with the tools and template kwargs, and the
+        generation prompt when the episode ends waiting for the model), encoded, without the
+        whitespace a template writes after the final end-of-turn. Every other difference, even
+        the same text tokenized differently, makes it false.
         """
         ends_with_prompt = bool(self.spans) and self.spans[-1].kind in ("prompt", "observation")
         try:
@@ -233,10 +239,28 @@ class Transcript:
                 f"{type(exc).__name__}: {exc}",
             )
         rendered = self.template.encode(text)
+        if not ends_with_prompt:
+            rendered = self._without_trailing_separator(rendered)
         kept = self.ids.tolist()
         if rendered == kept:
             return TokenCheck(ok=True, identical=True)
         return _SpanComparison(self, kept, rendered).run()
+
+    def _without_trailing_separator(self, rendered: list[int]) -> list[int]:
+        """A finished conversation's render up to its final end-of-turn token.
+
+        ChatML templates (Qwen, Hermes) write a newline after every ``<|im_end|>``: the separator
+        before the next turn. After the final model turn no next turn comes, and the engine
+        stopped at the end-of-turn, so the kept ids end there; the render's whitespace after it
+        is not part of the conversation and must not make `identical` false (issue 27).
+        Anything but whitespace after the last end-of-turn is kept, and compared.
+        """
+        cut = len(rendered)
+        while cut and rendered[cut - 1] not in self.template.end_ids:
+            cut -= 1
+        if cut and cut < len(rendered) and not self.template.decode(rendered[cut:]).strip():
+            return rendered[:cut]
+        return rendered
 
     def history_messages(self) -> list[dict[str, Any]]:
         """The conversation as a full render sees it (assistant turns as the parser read them)."""
@@ -367,20 +391,16 @@ class _SpanComparison:
                 return self._mismatch(exact_end, p, soft)
             pending = (soft, exact_end)
         if pending is not None:
-            rest = rendered[p:]
-            cut = len(rest)
-            while cut and rest[cut - 1] not in self._ends():
-                cut -= 1
-            if cut == 0 or self.template.decode(rest[cut:]).strip():
+            # The render of a finished conversation ends at its final end-of-turn (`check`).
+            if not rendered[p:] or rendered[-1] not in self._ends():
                 return self._drift(
-                    len(kept), p + cut, "the render does not end where the last model turn does"
+                    len(kept),
+                    len(rendered),
+                    "the render does not end where the last model turn does",
                 )
-            self._model_turn(pending, p, p + cut)  # a newline after the final turn is fine
-            trailing = cut < len(rest)
+            self._model_turn(pending, p, len(rendered))
         elif p != len(rendered):
             return self._drift(len(kept), p, "the render has tokens after the kept ids end")
-        else:
-            trailing = False
         parts = []
         if self.model_diffs or self.rewrites:
             parts.append(
@@ -388,19 +408,18 @@ class _SpanComparison:
                 f"{self.rewrites} template-written generation-prompt part(s) rewritten in "
                 "history (history_rewrite)"
             )
-        if trailing:  # why `identical` is false when nothing else differs
+        if not parts:  # why `identical` is false when nothing above differs
             parts.append(
-                "the full render adds whitespace after the final model turn (the template's "
-                "separator before a next turn that never came; not drift)"
+                "the same text tokenized differently (a model turn sampled in a non-canonical "
+                "tokenization, or text merged across a turn's edge when re-encoded)"
             )
-        detail = "; ".join(parts) or None
         return TokenCheck(
             ok=True,
             identical=False,
             first_divergence=self.first_difference,
             model_turn_differences=self.model_diffs,
             history_rewrites=self.rewrites,
-            detail=detail,
+            detail="; ".join(parts),
         )
 
     def _match_fixed(
