@@ -113,6 +113,7 @@ def probe_user_endpoint(config: EpisodeConfig) -> None:
     endpoint to probe.
     """
     from tau_adapters.plugins import split_spec
+    from tau_adapters.runtime.chat_endpoints import LiteLLMTransport
     from tau_adapters.users.transport import make_transport
 
     kind, arg = split_spec(config.user)
@@ -120,7 +121,7 @@ def probe_user_endpoint(config: EpisodeConfig) -> None:
         return
     transport = make_transport(kind, arg, config)  # missing settings fail here, named
     skip = "--no-probe skips this check"
-    if kind == "litellm":
+    if isinstance(transport, LiteLLMTransport):
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download
         try:
             check = transport.litellm.validate_environment(

@@ -12,10 +12,14 @@ so tau2 used directly elsewhere in the process behaves as before.
 
 Scoring runs on a worker thread (`run_cpu`); the judge request itself is async (the pooled aiohttp
 client, or litellm's ``acompletion``) and runs on the shared background loop while the worker
-thread waits for it, so the host's event loop is never blocked. Requests are retried (timeouts,
-connection errors, 429, 5xx) and limited per endpoint. A judge that cannot answer (endpoint down
-after the last attempt, a reply that is not the JSON tau2 expects) raises `JudgeError`: the episode
-ends ``failed`` with that reason, never with a reward of 0, as for the user simulator.
+thread waits for it, so the host's event loop is never blocked. The transports are the user
+simulator's (`tau_adapters.runtime.chat_endpoints`), told to speak as the "judge" and raise
+`JudgeError`; requests are limited per endpoint here. Timeouts, connection errors, 429 and 5xx
+are retried; any other failure (a 400, a rejected key, an unknown model) fails at once, on both
+paths: the litellm path used to retry every exception, which only delayed the same answer by the
+whole backoff. A judge that cannot answer (endpoint down after the last attempt, a non-retryable
+error, a reply that is not the JSON tau2 expects) raises `JudgeError`: the episode ends
+``failed`` with that reason, never with a reward of 0, as for the user simulator.
 
 Specs, like the user simulator's: ``openai:URL`` (with `EpisodeConfig.judge_model_name`) for any
 OpenAI-compatible endpoint, ``litellm:MODEL`` or a bare litellm model name (tau2's own spelling,
@@ -30,7 +34,6 @@ import contextvars
 import functools
 import json
 import os
-import random
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -38,8 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from tau_adapters.config import EpisodeConfig
-from tau_adapters.errors import ConfigError, install_hint
-from tau_adapters.runtime.http_client import EndpointError, RetryPolicy, post_json
+from tau_adapters.errors import EndpointError
+from tau_adapters.runtime.chat_endpoints import ChatTransport, SettingNames, parse_endpoint_spec
+from tau_adapters.runtime.http_client import RetryPolicy
 from tau_adapters.runtime.scheduling import per_loop
 
 T = TypeVar("T")
@@ -91,33 +95,25 @@ def check_verdict(text: str) -> str:
 
 
 class Judge:
-    """One judge endpoint (per episode or re-scoring run); `bound()` makes it tau2's judge."""
+    """One judge endpoint (per episode or re-scoring run); `bound()` makes it tau2's judge.
 
-    def __init__(
-        self,
-        kind: str,
-        model: str,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        retry: RetryPolicy | None = None,
-        concurrency: int = 16,
-    ) -> None:
-        self.kind = kind
-        self.model = model
-        self.base_url = base_url.rstrip("/").removesuffix("/chat/completions") if base_url else None
-        self.api_key = api_key
-        self.retry = retry or RetryPolicy()
+    It holds a `ChatTransport` (runtime's, which retries and raises `JudgeError`) and adds what
+    is the judge's own: at most `concurrency` requests in flight per endpoint, an empty reply
+    refused, and the usage totals a row reports.
+    """
+
+    def __init__(self, transport: ChatTransport, *, concurrency: int = 16) -> None:
+        self.transport = transport
         self.concurrency = concurrency
         self.usage: dict[str, Any] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self._usage_lock = threading.Lock()
-        self._rng = random.Random()
 
     def describe(self) -> str:
         """The judge as rows record it, e.g. ``openai:http://host/v1 model=NAME``."""
-        if self.kind == "openai":
-            return f"openai:{self.base_url} model={self.model}"
-        return f"litellm:{self.model}" + (f" api_base={self.base_url}" if self.base_url else "")
+        endpoint, model = self.transport.endpoint, self.transport.model
+        if self.transport.kind == "openai":
+            return f"openai:{endpoint} model={model}"
+        return f"litellm:{model}" + (f" api_base={endpoint}" if endpoint else "")
 
     @contextlib.contextmanager
     def bound(self) -> Iterator[Judge]:
@@ -131,69 +127,18 @@ class Judge:
 
     async def complete(self, messages: list[dict[str, Any]], **options: Any) -> str:
         """The judge's reply text for chat `messages` (retried; `JudgeError` when it gives up)."""
-        key = ("nl-judge", self.kind, self.base_url or self.model, self.concurrency)
+        key = ("nl-judge", self.transport.key, self.concurrency)
         limit = per_loop(key, lambda: asyncio.Semaphore(self.concurrency))
         async with limit:
-            if self.kind == "openai":
-                text, usage = await self._openai(messages, options)
-            else:
-                text, usage = await self._litellm(messages, options)
+            message, usage = await self.transport.complete({"messages": messages, **options})
+        content = message.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise JudgeError("judge returned an empty reply")
         with self._usage_lock:
             self.usage["calls"] += 1
             for name in ("prompt_tokens", "completion_tokens"):
                 self.usage[name] += int(usage.get(name) or 0)
-        return text
-
-    async def _openai(
-        self, messages: list[dict[str, Any]], options: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        assert self.base_url is not None
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
-        try:
-            body = await post_json(
-                self.base_url,
-                "/chat/completions",
-                {"model": self.model, "messages": messages, **options},
-                headers=headers,
-                retry=self.retry,
-                rng=self._rng,
-            )
-        except EndpointError as exc:
-            raise JudgeError(f"judge endpoint: {exc}", status=exc.status) from None
-        try:
-            content = body["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise JudgeError(f"judge answer has no choices[0].message: {str(body)[:200]}") from None
-        if not isinstance(content, str) or not content.strip():
-            raise JudgeError("judge returned an empty reply")
-        return content, dict(body.get("usage") or {})
-
-    async def _litellm(
-        self, messages: list[dict[str, Any]], options: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        import litellm
-
-        last = "no attempt"
-        for attempt in range(self.retry.attempts):
-            try:
-                response = await litellm.acompletion(
-                    model=self.model,
-                    messages=messages,
-                    api_base=self.base_url,
-                    timeout=self.retry.timeout_s,
-                    num_retries=0,
-                    **options,
-                )
-            except Exception as exc:
-                last = f"{type(exc).__name__}: {str(exc)[:300]}"
-                if attempt + 1 < self.retry.attempts:
-                    await asyncio.sleep(self.retry.delay(attempt, self._rng))
-                continue
-            content = response.choices[0].message.content
-            if not isinstance(content, str) or not content.strip():
-                raise JudgeError("judge returned an empty reply")
-            return content, dict(getattr(response, "usage", None) or {})
-        raise JudgeError(f"judge: {last} (gave up after {self.retry.attempts} attempts)")
+        return content
 
 
 def _generate(model: str, messages: list[Any], *args: Any, **kwargs: Any) -> Any:
@@ -248,45 +193,33 @@ def install() -> None:
             evaluator_nl_assertions.generate = _generate
 
 
+#: How the judge's endpoint settings are spelled, for the errors that name the fix.
+JUDGE_SETTINGS = SettingNames(
+    spec="--judge-model",
+    model_name="--judge-model-name NAME ($TAU_ADAPTERS_JUDGE_MODEL_NAME)",
+    api_base="--judge-api-base ($TAU_ADAPTERS_JUDGE_API_BASE)",
+)
+
+
 def make_judge(config: EpisodeConfig) -> Judge | None:
     """The judge `config` names (None when it names none); bad settings raise `ConfigError`."""
     spec = config.judge_model
     if not spec:
         return None
-    retry = RetryPolicy(attempts=config.judge_attempts, timeout_s=config.judge_timeout_s)
     kind, sep, arg = spec.partition(":")
-    if sep and kind == "openai":
-        base = arg or config.judge_api_base
-        if not base or not config.judge_model_name:
-            raise ConfigError(
-                "--judge-model openai:URL needs the endpoint URL and --judge-model-name NAME "
-                "(TAU_ADAPTERS_JUDGE_MODEL_NAME)"
-            )
-        return Judge(
-            "openai",
-            config.judge_model_name,
-            base_url=base,
-            api_key=os.environ.get("OPENAI_API_KEY"),
-            retry=retry,
-            concurrency=config.judge_concurrency,
-        )
-    model = arg if sep and kind == "litellm" else spec
-    if not model:
-        raise ConfigError("--judge-model litellm:MODEL needs a model name")
-    try:
-        import litellm  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            f"--judge-model {spec} needs litellm: install the tau2 extra ({install_hint('tau2')}), "
-            "or use --judge-model openai:URL --judge-model-name NAME"
-        ) from None
-    return Judge(
-        "litellm",
-        model,
-        base_url=config.judge_api_base,
-        retry=retry,
-        concurrency=config.judge_concurrency,
+    if not (sep and kind in ("openai", "litellm")):
+        kind, arg = "litellm", spec  # a bare litellm model name (tau2's own spelling)
+    api_base = config.judge_api_base
+    endpoint = parse_endpoint_spec(
+        kind,
+        arg,
+        model_name=config.judge_model_name,
+        api_base=api_base.rstrip("/").removesuffix("/chat/completions") if api_base else None,
+        names=JUDGE_SETTINGS,
     )
+    retry = RetryPolicy(attempts=config.judge_attempts, timeout_s=config.judge_timeout_s)
+    transport = endpoint.transport(retry, who="judge", error=JudgeError)
+    return Judge(transport, concurrency=config.judge_concurrency)
 
 
 __all__ = ["Judge", "JudgeError", "check_verdict", "install", "make_judge", "run_judged"]

@@ -6,6 +6,8 @@ assertions; this server reads that list back and grades every assertion with a f
 (`verdict`: True, as an oracle deserves; False, to check that an unmet assertion gives 0), in the
 JSON shape tau2 parses. `mode` ``down`` answers 503 to everything (a judge that cannot answer),
 ``fenced`` wraps the JSON in a Markdown code fence, ``prose`` answers text that is not JSON.
+`errors` (HTTP statuses) are answered, in order, to the first requests before any verdict: a
+judge that is briefly unavailable (503), or that rejects a request (400).
 `answer_for(prompt)` is the same answer as a plain function, so a test can hand tau2's own
 evaluator exactly what the server would have said.
 """
@@ -45,9 +47,12 @@ def answer_for(prompt: str, verdict: bool = True) -> str:
 class LoopbackJudge(LoopbackServer):
     """``POST /v1/chat/completions`` answering tau2's judge prompt; counts the requests."""
 
-    def __init__(self, verdict: bool = True, mode: str = "ok") -> None:
+    def __init__(
+        self, verdict: bool = True, mode: str = "ok", errors: list[int] | None = None
+    ) -> None:
         self.verdict = verdict
         self.mode = mode
+        self.errors = list(errors or [])
         self.requests: list[dict[str, Any]] = []
 
     @property
@@ -63,6 +68,9 @@ class LoopbackJudge(LoopbackServer):
         async def chat(request: Request) -> Any:
             body = await request.json()
             self.requests.append(body)
+            if len(self.requests) <= len(self.errors):
+                status = self.errors[len(self.requests) - 1]
+                return JSONResponse({"error": f"loopback judge: HTTP {status}"}, status_code=status)
             if self.mode == "down":
                 return JSONResponse({"error": "judge unavailable"}, status_code=503)
             prompt = body["messages"][-1]["content"]
