@@ -103,3 +103,27 @@ class OracleEngine:
         seed = int((body.get("sampling_params") or {}).get("sampling_seed") or 0)
         plan = self.plans[(task.id, seed % 2 == 1)]
         return plan[min(turn, len(plan) - 1)]
+
+
+class TicketOracleEngine:
+    """`canned` for LoopbackEngine in solo mode, where no user opens the episode: the task is the
+    one whose ticket is in the prompt (tau2's solo system prompt carries it), and each call gets
+    the next of that task's planned turns (model text, e.g. `oracle_texts(task, solo=True)`)."""
+
+    def __init__(self, template: Any, plans: list[tuple[Any, list[str]]]) -> None:
+        tickets = [task.ticket for task, _ in plans]
+        for i, ticket in enumerate(tickets):  # one ticket must never contain another
+            assert ticket and not any(ticket in other for other in tickets[:i] + tickets[i + 1 :])
+        self.template = template
+        self.marker = "<|im_start|>assistant\n"
+        self.plans = [
+            (task.ticket, [[*template.encode(text), template.eot_id] for text in texts])
+            for task, texts in plans
+        ]
+
+    def __call__(self, input_ids: list[int], body: dict[str, Any]) -> list[int]:
+        text = self.template.decode(input_ids)
+        found = [plan for ticket, plan in self.plans if ticket in text]
+        assert len(found) == 1, "the prompt names no planned ticket (or several)"
+        turn = text.count(self.marker) - 1  # the generation prompt opens the turn asked for
+        return found[0][min(turn, len(found[0]) - 1)]

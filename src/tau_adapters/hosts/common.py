@@ -183,7 +183,11 @@ def host_config(
     # A misspelt reward/parser/user name fails at start-up, not in every episode; the policy is
     # the host's own engine client, not a name to look up.
     check_names(config, check_policy=False)
-    if config.solo_mode:  # a domain tau2 refuses in solo mode fails here, not in an episode
+    # A domain tau2 refuses in solo mode fails here, not in an episode: the domain set for the
+    # run. Hosts whose rows name the domain (slime metadata, AReaL and SkyRL rows) leave it unset;
+    # the default ('airline') is nobody's choice then, and a row naming a domain without solo
+    # mode ends its own episode failed (never trained on) with the same message.
+    if config.solo_mode and "domain" in config.model_fields_set:
         from tau_adapters.domains import get_domain
         from tau_adapters.episode.tasks import check_solo_domain
 

@@ -51,6 +51,13 @@ def episode_metadata(
         "timings": dict(trajectory.timings),
         "duration_s": trajectory.duration_s,
     }
+    # How the reward was earned (as the trajectory row says it): a solo score is tau2's
+    # solo_mode=True evaluation, not comparable with a score against a user; think calls were
+    # left out of what tau2 scored.
+    if getattr(trajectory, "solo_mode", False):
+        metadata["solo_mode"] = True
+    if getattr(trajectory, "thinking_tool", False):
+        metadata["thinking_tool"] = True
     if episode_id is not None:
         metadata["episode_id"] = episode_id
     if trajectory.shaped is not None:
