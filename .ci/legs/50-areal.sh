@@ -20,4 +20,4 @@ python -c "from areal import PPOTrainer; from areal.engine.fsdp_engine import FS
 # test_areal_recipe.py starts the recipe in its own session and SIGKILLs that whole session at the
 # end (AReaL's RPC workers ignore SIGTERM and can outlive the driver); about a minute.
 python -m pytest -q -rs -p no:cacheprovider tests/hosts/test_areal.py tests/hosts/test_areal_interrupt.py tests/hosts/test_areal_recipe.py \
-  tests/hosts/test_cross_host_parity.py tests/hosts/test_entry_points.py
+  tests/hosts/test_cross_host_parity.py tests/hosts/test_solo_hosts.py tests/hosts/test_entry_points.py

@@ -316,3 +316,41 @@ def test_solo_areal_equals_the_core(scenario) -> None:
     assert areal_trajectory.to_row()["solo_mode"] is True
     assert areal_trajectory.to_row().get("thinking_tool", False) is think
     assert _dump(areal_trajectory.messages) == _dump(core.messages)
+
+
+def test_solo_start_up_check_is_for_the_runs_domain_and_rows_are_checked_alone(
+    monkeypatch,
+) -> None:
+    """slime with solo mode and no domain set: the rows name theirs (the test above runs telecom
+    rows so). A domain set for the run that tau2 has no solo mode for fails at start-up; a row
+    naming one is refused with the same reason when its episode starts."""
+    use_slime()
+    import tau_adapters.slime as adapter
+    from slime.utils.types import Sample
+
+    from tau_adapters.errors import ConfigError
+
+    server = LoopbackEngine(load_template("local:chatml").tokenizer).start()  # never sampled
+
+    monkeypatch.setenv("TAU_ADAPTERS_SOLO_MODE", "1")
+    monkeypatch.setenv("TAU_ADAPTERS_DOMAIN", "airline")
+    adapter.adapter._configs.clear()
+    with pytest.raises(ConfigError, match="does not support solo mode"):
+        adapter.config_from_args(slime_args(server))
+    monkeypatch.delenv("TAU_ADAPTERS_DOMAIN")
+    adapter.adapter._configs.clear()
+    airline = get_domain("airline")
+    task = airline.tasks(airline.default_split())[0]
+    sample = Sample(
+        group_index=0,
+        index=0,
+        prompt="",
+        metadata={"domain": "airline", "split": airline.default_split(), "task_id": task.id},
+    )
+    params = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 512}
+    try:
+        with pytest.raises(ConfigError, match="'airline'.*does not support solo mode"):
+            asyncio.run(adapter.generate(slime_args(server), sample, params))
+    finally:
+        adapter.adapter._configs.clear()
+        server.stop()

@@ -186,7 +186,8 @@ def host_config(
     # A domain tau2 refuses in solo mode fails here, not in an episode: the domain set for the
     # run. Hosts whose rows name the domain (slime metadata, AReaL and SkyRL rows) leave it unset;
     # the default ('airline') is nobody's choice then, and a row naming a domain without solo
-    # mode ends its own episode failed (never trained on) with the same message.
+    # mode is refused with the same ConfigError when its episode starts (as a row naming
+    # another domain's task is: the dataset does not fit the settings).
     if config.solo_mode and "domain" in config.model_fields_set:
         from tau_adapters.domains import get_domain
         from tau_adapters.episode.tasks import check_solo_domain
