@@ -349,7 +349,7 @@ def test_solo_start_up_check_is_for_the_runs_domain_and_rows_are_checked_alone(
     )
     params = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 512}
     try:
-        with pytest.raises(ConfigError, match="'airline'.*does not support solo mode"):
+        with pytest.raises(ConfigError, match=r"'airline'.*does not support solo mode"):
             asyncio.run(adapter.generate(slime_args(server), sample, params))
     finally:
         adapter.adapter._configs.clear()
