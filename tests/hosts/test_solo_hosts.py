@@ -306,6 +306,7 @@ def test_solo_areal_equals_the_core(scenario) -> None:
     ids = core.transcript.ids.tolist()
     prompt_len = core.transcript.prompt_len
     out, areal_trajectory = _areal(server, task, think)
+    assert out is not None, f"AReaL dropped the episode: {areal_trajectory.error}"
     assert out["input_ids"][0].tolist() == ids
     assert out["loss_mask"][0].tolist() == [0] * prompt_len + core.transcript.loss_mask.tolist()
     assert out["logprobs"][0].tolist()[prompt_len:] == pytest.approx(
