@@ -520,3 +520,13 @@ def test_report_gives_the_user_side_failure_share_and_the_temperature_warning() 
     assert text.index("WARNING: USER CACHE REPLAYED") < text.index("pass^k")
     cold = [_row("1", "user_stop", 1.0, temperature=0.0, hits=3)]
     assert build_report(cold, bootstrap=0)["user"]["warnings"] == []
+
+
+def test_the_report_line_names_the_benchmark_release_once() -> None:
+    from tau_adapters.users.fingerprint import describe
+
+    scripted = {"transport": "scripted", "benchmark": "tau2", "seed": 300, "id": "ab12",
+                "benchmark_version": "tau2 26.3 (nvidia)"}  # fmt: skip
+    assert describe(scripted) == "scripted, tau2 26.3 (nvidia), seed 300 [id ab12]"
+    unknown = {**scripted, "benchmark_version": None}
+    assert describe(unknown) == "scripted, tau2, seed 300 [id ab12]"

@@ -162,7 +162,8 @@ def describe(fingerprint: dict[str, Any] | None) -> str:
         parts.append(f"strategy {fingerprint['strategy']}")
     if fingerprint.get("prompt_sha256"):
         parts.append(f"prompt {str(fingerprint['prompt_sha256'])[:12]}")
-    parts.append(f"{fingerprint.get('benchmark')} {fingerprint.get('benchmark_version')}")
+    # The version label names its benchmark already (``tau2 26.3 (nvidia)``, ``tau-bench ...``).
+    parts.append(str(fingerprint.get("benchmark_version") or fingerprint.get("benchmark")))
     parts.append(f"seed {fingerprint.get('seed')}")
     return ", ".join(parts) + f" [id {fingerprint.get('id')}]"
 
