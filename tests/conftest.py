@@ -47,7 +47,9 @@ def tau2_api() -> Any:
 def official_score(tau2_api: Any) -> Callable[..., Any]:
     """tau2's own scoring, with tau2's own environment constructor (the reference)."""
 
-    def score(domain: str, task: Any, messages: list[Any], reason: str) -> Any:
+    def score(
+        domain: str, task: Any, messages: list[Any], reason: str, *, solo_mode: bool = False
+    ) -> Any:
         t = tau2_api
         simulation = t.SimulationRun(
             id="reference",
@@ -62,7 +64,7 @@ def official_score(tau2_api: Any) -> Callable[..., Any]:
             simulation=simulation,
             task=task,
             evaluation_type=t.EvaluationType.ALL,
-            solo_mode=False,
+            solo_mode=solo_mode,
             domain=domain,
         )
 

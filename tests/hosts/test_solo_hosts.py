@@ -82,30 +82,6 @@ def _dump(messages: list[Any]) -> list[dict]:
     return [m.model_dump(mode="json", exclude={"timestamp"}) for m in messages]
 
 
-def _tau2_reward(task: Any, messages: list[Any], reason: str) -> float:
-    """tau2's own score of a solo episode (its registry's environment, solo_mode=True)."""
-    from tau2.data_model.simulation import SimulationRun
-    from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
-
-    simulation = SimulationRun(
-        id="reference",
-        task_id=task.id,
-        start_time="",
-        end_time="",
-        duration=0.0,
-        termination_reason=reason,
-        messages=messages,
-    )
-    info = evaluate_simulation(
-        simulation=simulation,
-        task=task,
-        evaluation_type=EvaluationType.ALL,
-        solo_mode=True,
-        domain=DOMAIN,
-    )
-    return float(info.reward)
-
-
 def _without_think(messages: list[Any]) -> list[Any]:
     """The messages with every think call and its answer removed (written here, by hand: the
     reference for "left out of scoring")."""
@@ -235,7 +211,7 @@ def _skyrl(task: Any, think: bool, texts: list[str]) -> tuple[Any, list[dict], d
     return env.trajectory, opening, metadata
 
 
-def test_solo_core_episode_is_tau2s(scenario) -> None:
+def test_solo_core_episode_is_tau2s(scenario, official_score) -> None:
     think, task, _, core = scenario
     assert core.status == "completed" and core.termination_reason == "agent_stop", core.error
     # tau2's solo trajectory: no user anywhere; the last message is tau2's rewritten `done`.
@@ -244,7 +220,10 @@ def test_solo_core_episode_is_tau2s(scenario) -> None:
     row = core.to_row()
     assert row["solo_mode"] is True and row.get("thinking_tool", False) is think
     # The reward is tau2's: its own evaluator, solo_mode=True, on the messages (think calls out).
-    expected = _tau2_reward(task, _without_think(core.messages), core.termination_reason)
+    reference = official_score(
+        DOMAIN, task, _without_think(core.messages), core.termination_reason, solo_mode=True
+    )
+    expected = float(reference.reward)
     assert core.reward == expected == 1.0  # the oracle solves every telecom task in solo mode
     if think:
         calls = [c for m in core.messages if m.role == "assistant" for c in m.tool_calls or []]
